@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make train` and `make test`.
+# Both create .venv when it is missing. torch is pinned in the same pip command as the package,
+# which makes pip pick the small CPU wheel on CPU-only machines instead of a multi-GB CUDA build;
+# override TORCH for another build, e.g. `make train TORCH=torch`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+
+.PHONY: help train test test-fast lint clean-logs
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	touch $@
+
+train: $(VENV)/.installed  ## train the default main job on the embedded dataset (CPU)
+	$(PY) train.py experiment=quickstart
+
+test: $(VENV)/.installed  ## run the whole test suite
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed  ## skip the slow end-to-end subprocess runs
+	$(PY) -m pytest -m "not slow"
+
+lint: $(VENV)/.installed  ## ruff
+	$(VENV)/bin/ruff check t2v tests bench train.py && $(VENV)/bin/ruff format --check t2v tests bench train.py
+
+clean-logs:  ## delete Hydra run folders (outputs/, multirun/)
+	rm -rf outputs multirun

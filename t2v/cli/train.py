@@ -1,0 +1,157 @@
+"""What `python train.py` does: build every object from config, fit, then record and publish the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, WandbLogger
+from rich.console import Console
+
+from t2v.callbacks.metrics import MetricsHistory, to_number
+from t2v.errors import T2VError
+from t2v.pipeline import artifacts
+
+log = logging.getLogger(__name__)
+# Lightning advertises a cloud product at every start; keep the console for t2v's own lines.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Build every entry of a config group that has a ``_target_`` (null entries are switched off)."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Fail before any work on input that cannot work."""
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise T2VError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
+        )
+
+
+def wandb_run_dir(loggers: list[Logger]) -> str | None:
+    """The local folder of the W&B run (what `wandb sync` takes), if W&B is on."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return str(Path(logger.experiment.dir).parent)
+    return None
+
+
+def close_loggers(loggers: list[Logger]) -> None:
+    """Finish the W&B run, so the next job of a sweep starts a fresh one."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one stage. Returns the summary that is also written to ``<run dir>/metrics.json``."""
+    started = time.time()
+    check_inputs(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data, featurizer=instantiate(cfg.text))
+    # Plain lists and dicts, so checkpoints hold no OmegaConf objects and load with weights_only=True.
+    model = instantiate(cfg.model, _convert_="all")
+    history = MetricsHistory()
+    callbacks = [*instantiate_group(cfg.callbacks), history]
+    loggers = instantiate_group(cfg.logger)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero:
+        OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        summary = summarize(cfg, trainer, history, started)
+        close_loggers(loggers)  # before the report, so W&B's own summary does not bury it
+        if trainer.is_global_zero:
+            summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved)
+            summary["wandb_run"] = wandb_run_dir(loggers)
+            (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+            report(summary, output_dir)
+    finally:
+        close_loggers(loggers)
+    return summary
+
+
+def summarize(cfg: DictConfig, trainer: pl.Trainer, history: MetricsHistory, started: float) -> dict[str, Any]:
+    """Final and best metric values, checkpoints, stage, seed and run time."""
+    ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    best_ckpt = ckpt.best_model_path if ckpt and ckpt.best_model_path else None
+    last_ckpt = ckpt.last_model_path if ckpt and ckpt.last_model_path else None
+    return {
+        "stage": cfg.stage.name,
+        "seed": cfg.seed,
+        "run_time_s": round(time.time() - started, 2),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "monitor": cfg.stage.monitor,
+        "final": {k: to_number(v) for k, v in trainer.callback_metrics.items()},
+        "best": history.best(cfg.stage.monitor, cfg.stage.mode),
+        "checkpoints": {"best": best_ckpt, "last": last_ckpt},
+        "history": history.history,
+    }
+
+
+def publish_stage(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    resolved: dict[str, Any],
+) -> str | None:
+    """Register the best checkpoint as this stage's artifact for the stages after it."""
+    checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    if not cfg.publish or not checkpoint:
+        return None
+    manifest = {
+        "run_dir": cfg.paths.output_dir,
+        "data_fingerprint": datamodule.fingerprint(),
+        "config": resolved,
+    }
+    export = getattr(model, "export_artifact", None)
+    folder = artifacts.publish(
+        cfg.paths.artifacts_dir,
+        cfg.stage.name,
+        checkpoint,
+        manifest,
+        export=(lambda directory: export(directory, datamodule)) if export else None,
+    )
+    return str(folder)
+
+
+def report(summary: dict[str, Any], output_dir: Path) -> None:
+    """Tell the user where everything went."""
+    console = Console()
+    best = summary["best"] or {}
+    value = best.get(summary["monitor"])
+    console.print(
+        f"[bold green]t2v[/] stage [bold]{summary['stage']}[/] finished in {summary['run_time_s']:.0f}s"
+        + (f", best {summary['monitor']} = {value:.4f}" if isinstance(value, float) else "")
+    )
+    console.print(f"  run dir      {output_dir}")
+    console.print(f"  metrics      {output_dir / 'metrics.json'}")
+    for kind, path in summary["checkpoints"].items():
+        if path:
+            console.print(f"  {kind + ' ckpt':<12} {path}")
+    if summary.get("artifact"):
+        console.print(f"  artifact     {summary['artifact']}")
+    if summary.get("wandb_run"):
+        console.print(f"  W&B run      {summary['wandb_run']}  (upload: wandb sync {summary['wandb_run']})")

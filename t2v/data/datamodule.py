@@ -1,0 +1,131 @@
+"""LightningDataModules: clips + captions + cached text features, in the batch layout every stage reads.
+
+A batch is a dict:
+    video     float32 (B, C, T, H, W) in [-1, 1]   (absent when ``with_video`` is off)
+    caption   list[str]
+    text      float32 (B, max_words * word_dim)    the caption's concatenated word vectors
+    text_len  int64 (B,)                           real (non-padding) word slots
+    labels    dict[str, int64 (B,)]                ground-truth attributes, for evaluation
+    clip_id   list[str]
+    index     int64 (B,)                           the clip's index in the whole dataset
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from t2v.data.shapes import CaptionedShapes, ShapesClips
+from t2v.errors import T2VError
+from t2v.text.featurizer import FastTextFeaturizer
+
+
+class WithText(Dataset):
+    """Adds the precomputed text features of each clip to an underlying clip dataset's items."""
+
+    def __init__(self, clips: Dataset, features: np.ndarray, n_words: np.ndarray) -> None:
+        self.clips, self.features, self.n_words = clips, features, n_words
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.clips[i]
+        index = int(item["index"])
+        item["text"] = torch.from_numpy(self.features[index])
+        item["text_len"] = torch.tensor(self.n_words[index], dtype=torch.long)
+        return item
+
+
+class ShapesDataModule(pl.LightningDataModule):
+    """The embedded captioned moving-shapes dataset (procedural, no download).
+
+    The featurizer is fitted on the training captions and every caption is featurized once in
+    ``setup``; batches only index into that array.
+    """
+
+    def __init__(
+        self,
+        featurizer: FastTextFeaturizer,
+        num_clips: int = 10000,
+        frames: int = 32,
+        size: int = 64,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        held_out: Sequence[Mapping[str, str]] = (),
+        vocabulary: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        with_video: bool = True,
+    ) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+        self.shapes_kwargs = dict(
+            num_clips=num_clips,
+            frames=frames,
+            size=size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            held_out=[dict(h) for h in held_out],
+            seed=seed,
+            **{k: (dict(v) if isinstance(v, Mapping) else list(v)) for k, v in (vocabulary or {}).items()},
+        )
+        self.batch_size, self.num_workers, self.with_video = batch_size, num_workers, with_video
+        self.shapes: CaptionedShapes | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.shapes is not None:
+            return
+        self.shapes = CaptionedShapes(**self.shapes_kwargs)
+        captions, ids = self.shapes.captions, self.shapes.clip_ids
+        train_idx = self.shapes.split_indices("train")
+        if len(train_idx) == 0:
+            raise T2VError(
+                "data: the train split is empty; raise data.num_clips or lower data.val_fraction/test_fraction"
+            )
+        self.featurizer.fit([captions[i] for i in train_idx])
+        features, n_words = self.featurizer.transform(captions, ids)
+        self.datasets = {
+            split: WithText(
+                ShapesClips(self.shapes, self.shapes.split_indices(split), self.with_video), features, n_words
+            )
+            for split in ("train", "val", "test")
+        }
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise T2VError(
+                f"data.batch_size={self.batch_size} does not divide over {world} processes; use a multiple of {world}"
+            )
+        # batch_size is global: each DDP process loads its share.
+        self.local_batch_size = self.batch_size // world
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.local_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(self.datasets[split]) >= self.local_batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def fingerprint(self) -> str:
+        """Identifies the data a model was trained on (recorded in artifact manifests)."""
+        self.setup()
+        return self.shapes.fingerprint()

@@ -1,0 +1,96 @@
+"""The local artifact registry: how a trained stage hands its model to the stages after it.
+
+Layout under ``paths.artifacts_dir``::
+
+    <stage>/<artifact id>/model.ckpt       weights + hyper-parameters (Model.load_from_checkpoint works)
+    <stage>/<artifact id>/manifest.json    stage, checkpoint, resolved config, data fingerprint, dims, ...
+    <stage>/<artifact id>/...              stage extras (e.g. the VAE's fitted featurizer)
+    <stage>/latest                         the id of the newest complete artifact
+
+Everything is written to a temporary folder first and renamed into place, and ``latest`` moves
+last, so an interrupted run never leaves a half-written artifact that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MANIFEST = "manifest.json"
+CHECKPOINT = "model.ckpt"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def slim_checkpoint(source: Path, target: Path) -> None:
+    """Copy a Lightning checkpoint without optimizer and loop state: enough for load_from_checkpoint."""
+    ckpt = torch.load(source, map_location="cpu", weights_only=False)
+    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
+    torch.save({k: ckpt[k] for k in keep if k in ckpt}, target)
+
+
+def publish(
+    artifacts_dir: str | Path,
+    stage: str,
+    checkpoint: str | Path,
+    manifest: dict[str, Any],
+    export: Callable[[Path], dict[str, Any]] | None = None,
+) -> Path:
+    """Register a trained stage: copy its checkpoint, let the stage add its extras, write the
+    manifest, then point ``latest`` at it. Returns the artifact folder."""
+    stage_dir = Path(artifacts_dir) / stage
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    artifact_id = f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    staging = stage_dir / f".{artifact_id}.partial"
+    staging.mkdir()
+    try:
+        slim_checkpoint(Path(checkpoint), staging / CHECKPOINT)
+        extras = export(staging) if export else {}
+        final = stage_dir / artifact_id
+        record = {
+            "stage": stage,
+            "id": artifact_id,
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "checkpoint": CHECKPOINT,
+            **manifest,
+            **extras,
+        }
+        write_json_atomic(staging / MANIFEST, record)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    latest_tmp = stage_dir / f".latest.{artifact_id}.tmp"
+    latest_tmp.write_text(artifact_id)
+    os.replace(latest_tmp, stage_dir / "latest")
+    return final
+
+
+def latest(artifacts_dir: str | Path, stage: str) -> Path | None:
+    """The newest complete artifact folder of a stage, or None."""
+    pointer = Path(artifacts_dir) / stage / "latest"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text().strip()
+    return folder if (folder / MANIFEST).is_file() else None
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of an artifact folder, with the checkpoint path made absolute."""
+    folder = Path(folder)
+    record = json.loads((folder / MANIFEST).read_text())
+    record["checkpoint"] = str(folder / record["checkpoint"])
+    return record

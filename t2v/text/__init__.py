@@ -1,0 +1,5 @@
+"""Text features: captions -> concatenated fastText word vectors."""
+
+from t2v.text.featurizer import FastTextFeaturizer
+
+__all__ = ["FastTextFeaturizer"]
