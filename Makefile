@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: $(VENV)/.installed  ## train the default main job on the embedded dataset (CPU)
-	$(PY) train.py experiment=quickstart
+	$(PY) train.py experiment=quickstart stage=pipeline
 
 test: $(VENV)/.installed  ## run the whole test suite
 	$(PY) -m pytest
@@ -27,7 +27,7 @@ test-fast: $(VENV)/.installed  ## skip the slow end-to-end subprocess runs
 	$(PY) -m pytest -m "not slow"
 
 lint: $(VENV)/.installed  ## ruff
-	$(VENV)/bin/ruff check t2v tests bench train.py && $(VENV)/bin/ruff format --check t2v tests bench train.py
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean-logs:  ## delete Hydra run folders (outputs/, multirun/)
 	rm -rf outputs multirun

@@ -7,11 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import CONF
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+import t2v  # noqa: F401  (registers the config resolvers, as train.py does)
+
+from helpers import CONF
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from helpers import CONF
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+
+from helpers import CONF
 
 GROUPS = ("stage", "model", "data", "text", "trainer", "logger", "callbacks", "paths", "experiment", "debug")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -17,6 +18,25 @@ def test_every_option_composes_and_resolves(compose_train, group: str, option: s
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["stage"]["name"]
     assert resolved["paths"]["output_dir"].endswith("run")
+
+
+PRESETS = sorted((p.parent.name, p.stem) for p in (CONF / "stage_preset").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize(("experiment", "stage"), PRESETS, ids=[f"{e}/{s}" for e, s in PRESETS])
+def test_experiment_presets_apply_per_stage(compose_train, experiment: str, stage: str) -> None:
+    preset = OmegaConf.load(CONF / "stage_preset" / experiment / f"{stage}.yaml")
+    cfg = compose_train(f"experiment={experiment}", f"stage={stage}")
+    for key, value in preset.get("model", {}).items():
+        assert cfg.model[key] == value, key
+    # Another stage does not see it.
+    other = compose_train(f"experiment={experiment}", "stage=pipeline")
+    assert other.stage.name == "pipeline"
+
+
+def test_videogan_needs_siamese_only_when_text_conditioned(compose_train) -> None:
+    assert compose_train("stage=videogan", "model.text_conditioning=true").stage.upstream.siamese == "latest"
+    assert compose_train("stage=videogan", "model.text_conditioning=false").stage.upstream.siamese is None
 
 
 @pytest.mark.parametrize("option", ["csv", "tensorboard", "none", "wandb"])

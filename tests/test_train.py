@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import TINY_VAE
 
 from t2v.cli.train import train
 from t2v.errors import T2VError
 from t2v.pipeline import artifacts
+
+from helpers import TINY_VAE
 
 FAST = ["debug=limit", "logger=csv", "callbacks=none", "trainer=cpu", *TINY_VAE]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -18,6 +19,7 @@ from rich.console import Console
 from t2v.callbacks.metrics import MetricsHistory, to_number
 from t2v.errors import T2VError
 from t2v.pipeline import artifacts
+from t2v.text.featurizer import FastTextFeaturizer
 
 log = logging.getLogger(__name__)
 # Lightning advertises a cloud product at every start; keep the console for t2v's own lines.
@@ -65,13 +67,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data, featurizer=instantiate(cfg.text))
-    # Plain lists and dicts, so checkpoints hold no OmegaConf objects and load with weights_only=True.
-    model = instantiate(cfg.model, _convert_="all")
+    upstream = resolve_upstream(cfg)
+    datamodule = instantiate(cfg.data, featurizer=featurizer_for(cfg, upstream))
+    model = build_model(cfg, upstream)
     history = MetricsHistory()
     callbacks = [*instantiate_group(cfg.callbacks), history]
     loggers = instantiate_group(cfg.logger)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # A GAN makes several optimizer steps per batch; trainer.max_steps counts batches (GAN steps).
+    steps_per_batch = getattr(model, "optimizer_steps_per_batch", 1)
+    max_steps = cfg.trainer.max_steps * steps_per_batch if cfg.trainer.max_steps > 0 else -1
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=max_steps)
     if trainer.is_global_zero:
         OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
     for logger in loggers:
@@ -82,13 +87,79 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary = summarize(cfg, trainer, history, started)
         close_loggers(loggers)  # before the report, so W&B's own summary does not bury it
         if trainer.is_global_zero:
-            summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved)
+            summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved, upstream)
             summary["wandb_run"] = wandb_run_dir(loggers)
             (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
             report(summary, output_dir)
     finally:
         close_loggers(loggers)
     return summary
+
+
+# -- upstream stages --------------------------------------------------------------------------------
+# Overrides that shape the data and features: an upstream stage must be trained with the same ones.
+SHARED_OVERRIDES = ("data", "text", "experiment", "paths", "debug")
+
+
+def command_to_make(cfg: DictConfig, stage: str) -> str:
+    """The exact command that trains ``stage`` for this run: the same data, text and path overrides."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app
+        overrides = []
+    shared = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in SHARED_OVERRIDES]
+    return " ".join(["python train.py", f"stage={stage}", *shared])
+
+
+def resolve_upstream(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The manifests of the upstream artifacts the stage declares (``stage.upstream``: name -> "latest"
+    or an artifact folder; null switches one off)."""
+    manifests = {}
+    for name, where in (cfg.stage.get("upstream") or {}).items():
+        if where is None:
+            continue
+        folder = artifacts.find(cfg.paths.artifacts_dir, name, where)
+        if folder is None:
+            place = f"in {Path(cfg.paths.artifacts_dir) / name}" if where == "latest" else f"at {where}"
+            raise T2VError(
+                f"stage {cfg.stage.name} needs a trained {name} artifact and there is none {place}; "
+                f"make it with: {command_to_make(cfg, name)}"
+            )
+        manifests[name] = artifacts.read_manifest(folder)
+    return manifests
+
+
+def inherited_featurizer(upstream: dict[str, dict[str, Any]]) -> str | None:
+    """The fitted featurizer of the lineage (saved by the vae stage, passed on by every later one)."""
+    return next((m["featurizer_dir"] for m in upstream.values() if m.get("featurizer_dir")), None)
+
+
+def featurizer_for(cfg: DictConfig, upstream: dict[str, dict[str, Any]]) -> FastTextFeaturizer:
+    """The lineage's own featurizer when there is an upstream (the features must mean what they meant
+    when the VAE learnt them), else a new one from ``text``."""
+    saved = inherited_featurizer(upstream)
+    if saved is None:
+        return instantiate(cfg.text)
+    featurizer = FastTextFeaturizer.load(saved)
+    for key in ("dim", "max_words"):
+        if getattr(featurizer, key) != cfg.text[key]:
+            raise T2VError(
+                f"text.{key}={cfg.text[key]} but the upstream featurizer ({saved}) uses {getattr(featurizer, key)}; "
+                f"drop the text.{key} override or retrain the upstream stages with it"
+            )
+    return featurizer
+
+
+def build_model(cfg: DictConfig, upstream: dict[str, dict[str, Any]]) -> pl.LightningModule:
+    """Instantiate the stage's model, with the architecture of its frozen parts taken from the
+    upstream manifests (so they become hyper-parameters) and their weights loaded."""
+    model_class = get_class(cfg.model._target_)
+    extra = model_class.upstream_kwargs(upstream) if hasattr(model_class, "upstream_kwargs") else {}
+    # Plain lists and dicts, so checkpoints hold no OmegaConf objects and load with weights_only=True.
+    model = instantiate(cfg.model, _convert_="all", **extra)
+    if hasattr(model, "load_upstream"):
+        model.load_upstream(upstream)
+    return model
 
 
 def summarize(cfg: DictConfig, trainer: pl.Trainer, history: MetricsHistory, started: float) -> dict[str, Any]:
@@ -116,6 +187,7 @@ def publish_stage(
     model: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     resolved: dict[str, Any],
+    upstream: dict[str, dict[str, Any]],
 ) -> str | None:
     """Register the best checkpoint as this stage's artifact for the stages after it."""
     checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
@@ -124,6 +196,8 @@ def publish_stage(
     manifest = {
         "run_dir": cfg.paths.output_dir,
         "data_fingerprint": datamodule.fingerprint(),
+        "upstream": {name: record["folder"] for name, record in upstream.items()},
+        "featurizer_dir": inherited_featurizer(upstream),
         "config": resolved,
     }
     export = getattr(model, "export_artifact", None)

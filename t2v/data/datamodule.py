@@ -90,7 +90,8 @@ class ShapesDataModule(pl.LightningDataModule):
             raise T2VError(
                 "data: the train split is empty; raise data.num_clips or lower data.val_fraction/test_fraction"
             )
-        self.featurizer.fit([captions[i] for i in train_idx])
+        if not self.featurizer.is_fitted:  # a featurizer loaded from an upstream artifact is kept as is
+            self.featurizer.fit([captions[i] for i in train_idx])
         features, n_words = self.featurizer.transform(captions, ids)
         self.datasets = {
             split: WithText(

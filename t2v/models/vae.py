@@ -169,8 +169,11 @@ class TextVAE(pl.LightningModule):
     # -- artifact -------------------------------------------------------------------------------
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
         """Save what later stages need beside the weights (the featurizer) and name the dimensions."""
-        featurizer = datamodule.featurizer.save(directory / "featurizer")
-        return {"featurizer": featurizer, "dims": {"input": self.input_dim, "latent": self.hparams.latent_dim}}
+        return {
+            "featurizer": datamodule.featurizer.save(directory / "featurizer"),
+            "featurizer_dir": "featurizer",  # relative to the artifact folder, which is renamed into place
+            "dims": {"input": self.input_dim, "latent": self.hparams.latent_dim},
+        }
 
 
 def active_units(mu: Tensor, threshold: float = 0.01) -> int:

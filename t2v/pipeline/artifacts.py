@@ -35,11 +35,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def slim_checkpoint(source: Path, target: Path) -> None:
-    """Copy a Lightning checkpoint without optimizer and loop state: enough for load_from_checkpoint."""
-    ckpt = torch.load(source, map_location="cpu", weights_only=False)
+def slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
+    """Copy a Lightning checkpoint without optimizer and loop state (enough for load_from_checkpoint);
+    returns its hyper-parameters, which later stages use to rebuild the architecture."""
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
     keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
     torch.save({k: ckpt[k] for k in keep if k in ckpt}, target)
+    return dict(ckpt.get("hyper_parameters", {}))
 
 
 def publish(
@@ -57,7 +59,7 @@ def publish(
     staging = stage_dir / f".{artifact_id}.partial"
     staging.mkdir()
     try:
-        slim_checkpoint(Path(checkpoint), staging / CHECKPOINT)
+        hparams = slim_checkpoint(Path(checkpoint), staging / CHECKPOINT)
         extras = export(staging) if export else {}
         final = stage_dir / artifact_id
         record = {
@@ -65,6 +67,7 @@ def publish(
             "id": artifact_id,
             "created": datetime.now().isoformat(timespec="seconds"),
             "checkpoint": CHECKPOINT,
+            "hparams": hparams,
             **manifest,
             **extras,
         }
@@ -89,8 +92,21 @@ def latest(artifacts_dir: str | Path, stage: str) -> Path | None:
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an artifact folder, with the checkpoint path made absolute."""
-    folder = Path(folder)
+    """The manifest of an artifact folder, with its file paths made absolute."""
+    folder = Path(folder).resolve()
     record = json.loads((folder / MANIFEST).read_text())
-    record["checkpoint"] = str(folder / record["checkpoint"])
+    record["folder"] = str(folder)
+    for key in ("checkpoint", "featurizer_dir"):
+        if record.get(key):
+            record[key] = str(folder / record[key])
     return record
+
+
+def find(artifacts_dir: str | Path, stage: str, where: str | Path) -> Path | None:
+    """An artifact folder: the latest of ``stage`` for ``where="latest"``, else the folder (or its
+    manifest.json) at ``where``. None when there is no such complete artifact."""
+    if str(where) == "latest":
+        return latest(artifacts_dir, stage)
+    folder = Path(where)
+    folder = folder.parent if folder.name == MANIFEST else folder
+    return folder if (folder / MANIFEST).is_file() else None

@@ -121,6 +121,19 @@ class FastTextFeaturizer:
         """Length of one caption's feature vector."""
         return self.dim * self.max_words
 
+    @property
+    def is_fitted(self) -> bool:
+        """True once ``transform`` can run: vectors are loaded and, for center_unit, the mean is known."""
+        has_vectors = self._model is not None or self._vec_index is not None
+        return has_vectors and (self.postprocess != "center_unit" or self._mean is not None)
+
+    def known_words(self, text: str) -> list[str]:
+        """The caption's words that are in the vectors' vocabulary (not merely built from subwords)."""
+        self._check_ready()
+        if self._vec_index is not None:
+            return [w for w in self.tokenize(text) if w in self._vec_index]
+        return [w for w in self.tokenize(text) if self._model.get_word_id(w) >= 0]
+
     def tokenize(self, text: str) -> list[str]:
         """Lowercase words: runs of unicode letters, digits and apostrophes."""
         # NFC so that a decomposed "é" (e + combining accent) stays one letter inside its word.

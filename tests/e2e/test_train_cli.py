@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import TINY_VAE, run_entry
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,203 @@
+"""The adversarial base shared by the two GAN stages (`stage1`, `videogan`).
+
+A subclass builds ``self.generator`` and ``self.discriminator`` and says what the losses are
+(:meth:`discriminator_terms`, :meth:`generator_terms`); this class runs the loop with Lightning's
+manual optimization:
+
+- ``d_steps`` discriminator updates per generator update, each on the same batch;
+- logits-based losses (``bce`` = BCE-with-logits, or ``hinge``), safe under mixed precision
+  because nothing passes through a sigmoid before the loss;
+- gradient-norm clipping through Lightning (so AMP gradients are unscaled first);
+- an optional EMA copy of the generator, used for sampling;
+- ``gan_step``, a counter of generator updates kept in the checkpoint. Lightning's
+  ``global_step`` counts optimizer steps (``d_steps + 1`` per batch); ``optimizer_steps_per_batch``
+  lets the training app translate ``trainer.max_steps`` into GAN steps.
+
+Under DDP the trainer needs ``strategy=ddp_find_unused_parameters_true``: the D update never
+touches G's parameters and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+GAN_LOSSES = ("bce", "hinge")
+
+
+class GanLoss:
+    """The three adversarial terms, from discriminator logits."""
+
+    def __init__(self, kind: str = "bce") -> None:
+        if kind not in GAN_LOSSES:
+            raise ValueError(f"model.gan_loss={kind!r} is unknown; use one of {GAN_LOSSES}")
+        self.kind = kind
+
+    def real(self, logits: Tensor) -> Tensor:
+        """D's loss for inputs it should call real."""
+        if self.kind == "hinge":
+            return F.relu(1.0 - logits).mean()
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+    def fake(self, logits: Tensor) -> Tensor:
+        """D's loss for inputs it should call fake (generated, or real with the wrong caption)."""
+        if self.kind == "hinge":
+            return F.relu(1.0 + logits).mean()
+        return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+    def generator(self, logits: Tensor) -> Tensor:
+        """G's loss: make D call its samples real (the non-saturating form for BCE)."""
+        if self.kind == "hinge":
+            return -logits.mean()
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """For each row i, an index j whose key differs from key i ("wrong" captions for a matching-aware D).
+
+    ``keys`` is (B, K): anything that identifies what a caption says (attribute labels, or the text
+    features). Starts from a random derangement and fixes remaining clashes by trying other rows;
+    a row whose key every other row shares gets a plain different row (nothing better exists).
+    """
+    b = keys.shape[0]
+    if b < 2:
+        return torch.zeros(b, dtype=torch.long, device=keys.device)
+    keys = keys.reshape(b, -1)
+    shift = torch.randint(1, b, (1,), generator=generator).item()
+    order = torch.randperm(b, generator=generator).to(keys.device)
+    choice = torch.empty(b, dtype=torch.long, device=keys.device)
+    choice[order] = order.roll(-int(shift))  # a derangement: nobody is paired with themselves
+    same = (keys[:, None, :] == keys[None, :, :]).all(-1)  # (B, B)
+    clash = same[torch.arange(b, device=keys.device), choice]
+    for i in torch.nonzero(clash).flatten().tolist():
+        candidates = torch.nonzero(~same[i]).flatten()
+        if len(candidates):
+            choice[i] = candidates[torch.randint(len(candidates), (1,), generator=generator).item()]
+    return choice
+
+
+def probability(logits: Tensor) -> Tensor:
+    """Mean D output as a probability, for the health signals d_real / d_fake / d_wrong."""
+    return torch.sigmoid(logits.detach().float()).mean()
+
+
+class AdversarialModule(pl.LightningModule):
+    """Manual-optimization GAN loop. Subclasses set ``generator`` and ``discriminator``."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def __init__(
+        self,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        d_steps: int = 1,
+        gan_loss: str = "bce",
+        clip_grad_norm: float | None = None,
+        ema_decay: float = 0.0,
+        ema_start: int = 0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if d_steps < 1:
+            raise ValueError(f"model.d_steps={d_steps} must be at least 1")
+        self.gan = GanLoss(gan_loss)
+        self.register_buffer("gan_step", torch.zeros((), dtype=torch.long))
+        self.generator_ema: AveragedModel | None = None
+        self.gan_settings = dict(
+            lr_g=lr_g, lr_d=lr_d, betas=tuple(betas), d_steps=d_steps, clip_grad_norm=clip_grad_norm,
+            ema_decay=ema_decay, ema_start=ema_start,
+        )  # fmt: skip
+
+    # -- what subclasses provide ------------------------------------------------------------------
+    def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Loss terms of one D update; must hold ``d_loss``. Generate samples under no_grad here."""
+        raise NotImplementedError
+
+    def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Loss terms of one G update; must hold ``g_loss``."""
+        raise NotImplementedError
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """What the G optimizer updates (override to add e.g. a conditioning network)."""
+        return [p for p in self.generator.parameters() if p.requires_grad]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.discriminator.parameters() if p.requires_grad]
+
+    # -- the loop -------------------------------------------------------------------------------
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        return self.gan_settings["d_steps"] + 1
+
+    def setup_ema(self) -> None:
+        """Call at the end of a subclass's __init__, once ``generator`` exists."""
+        decay = self.gan_settings["ema_decay"]
+        if decay > 0:
+            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(decay))
+            self.generator_ema.requires_grad_(False)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The EMA generator when there is one (smoother samples), else the trained one."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Average G's weights into the EMA copy, and copy its buffers: AveragedModel averages
+        parameters only, so BatchNorm running statistics would otherwise stay at their initial values
+        and eval-mode samples from the EMA generator would be wrong."""
+        if self.generator_ema is None or self.gan_step < self.gan_settings["ema_start"]:
+            return
+        self.generator_ema.update_parameters(self.generator)
+        for ema_buffer, buffer in zip(self.generator_ema.module.buffers(), self.generator.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    def _update(self, optimizer: Any, loss: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.gan_settings["clip_grad_norm"]:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gan_settings["clip_grad_norm"],
+                                gradient_clip_algorithm="norm")  # fmt: skip
+        optimizer.step()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        self.toggle_optimizer(opt_d)
+        for _ in range(self.gan_settings["d_steps"]):
+            d_terms = self.discriminator_terms(batch)
+            self._update(opt_d, d_terms["d_loss"])
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        g_terms = self.generator_terms(batch)
+        self._update(opt_g, g_terms["g_loss"])
+        self.untoggle_optimizer(opt_g)
+
+        self.gan_step += 1
+        self.update_ema()
+        self.log_terms({**d_terms, **g_terms}, batch_size=self.batch_size_of(batch))
+
+    def log_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
+        """Everything under ``train/`` with stable names, plus the GAN step as an x-axis."""
+        for name, value in terms.items():
+            if value.numel() == 1:
+                self.log(f"train/{name}", value.detach().float(), prog_bar=name in ("g_loss", "d_loss"),
+                         batch_size=batch_size)  # fmt: skip
+        self.log("train/gan_step", self.gan_step.float(), batch_size=batch_size)
+
+    @staticmethod
+    def batch_size_of(batch: dict[str, Any]) -> int:
+        return len(batch["caption"])
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        s = self.gan_settings
+        opt_g = torch.optim.Adam(self.generator_parameters(), lr=s["lr_g"], betas=s["betas"])
+        opt_d = torch.optim.Adam(self.discriminator_parameters(), lr=s["lr_d"], betas=s["betas"])
+        return [opt_g, opt_d]

@@ -1,0 +1,238 @@
+"""Stage `siamese`: a joint text/image embedding (the original's Keras "Joint-Multimodal-Embedding").
+
+Text branch: the frozen VAE encoder's mean (500-d) -> Dense 500 ReLU -> Dropout -> Dense 512.
+Image branch: a small CNN on one frame of the clip -> Dense 500 ReLU -> Dropout -> Dense 512 (the
+original used an ImageNet Xception, which cannot be downloaded here and is far too big for CPU).
+Matching pairs are pulled together and mismatched pairs pushed apart with the original's Euclidean
+contrastive loss (margin 1); in-batch InfoNCE and a triplet loss are alternatives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.retrieval import RetrievalHitRate
+
+from t2v.models.gan import mismatched_indices
+from t2v.models.upstream import freeze, load_submodule
+from t2v.models.vae import TextVAE
+
+FRAME_CHOICES = ("first", "middle", "random", "original")
+SIAMESE_LOSSES = ("contrastive", "infonce", "triplet")
+RECALL_AT = (1, 5, 10)
+
+
+def head(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float, final_relu: bool) -> nn.Sequential:
+    """Dense hidden ReLU -> Dropout -> Dense embed (-> ReLU, as in the original)."""
+    layers: list[nn.Module] = [
+        nn.Linear(in_dim, hidden_dim),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden_dim, embed_dim),
+    ]
+    if final_relu:
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class TextEncoder(nn.Module):
+    """Caption features -> embedding: the frozen VAE encoder's mean, then a trainable head.
+
+    The later stages rebuild it from ``text_encoder_hparams`` (in the siamese manifest) and load its
+    weights from the siamese checkpoint (keys under ``text_encoder.``).
+    """
+
+    def __init__(self, vae: dict[str, Any], embed_dim: int = 512, hidden_dim: int = 500,
+                 dropout: float = 0.5, final_relu: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        self.vae = freeze(TextVAE(**vae))
+        self.head = head(vae["latent_dim"], hidden_dim, embed_dim, dropout, final_relu)
+        self.embed_dim = embed_dim
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        self.vae.eval()  # frozen: no slot dropout, deterministic mean
+        return self
+
+    def forward(self, features: Tensor) -> Tensor:
+        with torch.no_grad():
+            mu, _ = self.vae.encode(features)
+        return self.head(mu)
+
+
+class ImageEncoder(nn.Module):
+    """A small CNN on one frame: stride-2 convs, global average pool, then the embedding head."""
+
+    def __init__(self, widths: list[int], hidden_dim: int, embed_dim: int, dropout: float, final_relu: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 4, 2, 1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)]
+            channels = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = head(channels, hidden_dim, embed_dim, dropout, final_relu)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.head(self.features(image))
+
+
+def frame_indices(choice: str, frames: int, training: bool) -> list[int] | None:
+    """Which frames of a clip pair with its caption. None means one random frame per clip."""
+    if choice == "first":
+        return [0]
+    if choice == "middle":
+        return [frames // 2]
+    if choice == "original":  # first, last and 10th-from-last, as the 2017 batches did
+        return sorted({0, frames - 1, max(frames - 10, 0)})
+    if choice == "random":
+        return None if training else [frames // 2]
+    raise ValueError(f"model.image_frame={choice!r} is unknown; use one of {FRAME_CHOICES}")
+
+
+def contrastive_loss(distance: Tensor, match: Tensor, margin: float) -> Tensor:
+    """The original: mean(y d^2 + (1 - y) max(margin - d, 0)^2), y = 1 for a matching pair."""
+    return (match * distance.pow(2) + (1 - match) * F.relu(margin - distance).pow(2)).mean()
+
+
+def euclidean(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise distance sqrt(max(sum (a - b)^2, eps)), as in the original (no NaN gradient at 0)."""
+    return (a - b).pow(2).sum(-1).clamp_min(1e-7).sqrt()
+
+
+class SiameseEmbedding(pl.LightningModule):
+    """Learns text and image encoders whose outputs are close for matching caption/frame pairs."""
+
+    def __init__(
+        self,
+        vae: dict[str, Any],
+        embed_dim: int = 512,
+        hidden_dim: int = 500,
+        dropout: float = 0.5,
+        final_relu: bool = True,
+        image_widths: tuple[int, ...] = (32, 64, 128, 256),
+        image_frame: str = "first",
+        loss: str = "contrastive",
+        margin: float = 1.0,
+        temperature: float = 0.1,
+        optimizer: str = "adam",
+        lr: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        if loss not in SIAMESE_LOSSES:
+            raise ValueError(f"model.loss={loss!r} is unknown; use one of {SIAMESE_LOSSES}")
+        frame_indices(image_frame, 16, True)  # reject an unknown frame choice now
+        self.save_hyperparameters()
+        self.text_encoder = TextEncoder(vae, embed_dim, hidden_dim, dropout, final_relu)
+        self.image_encoder = ImageEncoder(list(image_widths), hidden_dim, embed_dim, dropout, final_relu)
+        self.recall = nn.ModuleDict({f"r{k}": RetrievalHitRate(top_k=k) for k in RECALL_AT})
+
+    # -- upstream / artifact ----------------------------------------------------------------------
+    @classmethod
+    def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"vae": manifests["vae"]["hparams"]}
+
+    def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
+        load_submodule(self.text_encoder.vae, manifests["vae"]["checkpoint"])
+
+    def text_encoder_hparams(self) -> dict[str, Any]:
+        p = self.hparams
+        return {"vae": p.vae, "embed_dim": p.embed_dim, "hidden_dim": p.hidden_dim, "dropout": p.dropout,
+                "final_relu": p.final_relu}  # fmt: skip
+
+    def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+        return {"text_encoder": self.text_encoder_hparams(), "dims": {"embedding": self.hparams.embed_dim}}
+
+    # -- the model ------------------------------------------------------------------------------
+    def pick_frames(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """(images (B*F, C, H, W), clip row of each image (B*F,)) for the configured frame choice."""
+        b, _, t = video.shape[:3]
+        idx = frame_indices(self.hparams.image_frame, t, self.training)
+        if idx is None:
+            pick = torch.randint(t, (b,), device=video.device)
+            return video[torch.arange(b, device=video.device), :, pick], torch.arange(b, device=video.device)
+        images = video[:, :, idx].permute(0, 2, 1, 3, 4).reshape(b * len(idx), *video.shape[1:2], *video.shape[3:])
+        return images, torch.arange(b, device=video.device).repeat_interleave(len(idx))
+
+    def loss(self, text: Tensor, image: Tensor, keys: Tensor) -> Tensor:
+        """``text`` and ``image`` are row-aligned matching pairs; ``keys`` say what each caption means."""
+        p = self.hparams
+        if p.loss == "infonce":
+            logits = -torch.cdist(text, image).pow(2) / p.temperature
+            same = (keys[:, None, :] == keys[None, :, :]).all(-1)
+            # Other rows that say the same thing are not negatives: mask them out of the softmax.
+            logits = logits.masked_fill(same & ~torch.eye(len(text), dtype=torch.bool, device=text.device), -1e4)
+            target = torch.arange(len(text), device=text.device)
+            return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        wrong = mismatched_indices(keys)
+        positive, negative = euclidean(text, image), euclidean(text, image[wrong])
+        if p.loss == "triplet":
+            return F.relu(positive - negative + p.margin).mean()
+        distance = torch.cat([positive, negative])
+        match = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
+        return contrastive_loss(distance, match, p.margin)
+
+    def embed(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """(text embeddings, image embeddings, caption keys), row-aligned."""
+        images, rows = self.pick_frames(batch["video"])
+        text = self.text_encoder(batch["text"])[rows]
+        return text, self.image_encoder(images), caption_keys(batch)[rows]
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        text, image, keys = self.embed(batch)
+        loss = self.loss(text, image, keys)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(text))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        text, image, keys = self.embed(batch)
+        self.log("val/loss", self.loss(text, image, keys), batch_size=len(text), sync_dist=True)
+        self._val.append((text, image, keys))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        text, image, keys = (torch.cat(parts) for parts in zip(*self._val, strict=True))
+        for k, value in retrieval_recall(text, image, keys, self.recall).items():
+            self.log(f"val/recall@{k}", value, prog_bar=k == 1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.hparams.optimizer == "rmsprop":  # the original's choice (with lr 1e-5)
+            return torch.optim.RMSprop(params, lr=self.hparams.lr)
+        return torch.optim.Adam(params, lr=self.hparams.lr)
+
+
+def caption_keys(batch: dict[str, Any]) -> Tensor:
+    """What each caption means: its attribute labels when the data has them, else its features."""
+    labels = batch.get("labels")
+    if labels:
+        return torch.stack([labels[name] for name in sorted(labels)], dim=1)
+    return batch["text"]
+
+
+def retrieval_recall(text: Tensor, image: Tensor, keys: Tensor, metrics: nn.ModuleDict) -> dict[int, Tensor]:
+    """Text -> image recall@K as cross-modal retrieval papers define it: the share of captions with a
+    relevant image among their K nearest. With one relevant image per caption this is torchmetrics'
+    recall; here every image whose caption means the same thing (same attributes, or the same
+    features when the data has no labels) is relevant, so it is the hit rate."""
+    n = len(text)
+    # A similarity in (0, 1]: torchmetrics' retrieval recall mis-ranks all-negative scores (seen with -distance).
+    scores = 1.0 / (1.0 + torch.cdist(text.float(), image.float()))
+    relevant = (keys[:, None, :] == keys[None, :, :]).all(-1)
+    queries = torch.arange(n, device=text.device)[:, None].expand(n, n)
+    out = {}
+    for k in RECALL_AT:
+        metric = metrics[f"r{k}"]
+        metric.reset()
+        out[k] = metric(scores.flatten(), relevant.flatten(), indexes=queries.flatten())
+    return out

@@ -1,0 +1,299 @@
+"""Stage `stage1`: StackGAN stage-I (Zhang et al. 2017) with a GAN-CLS matching-aware D (Reed et al. 2016).
+
+Text -> one frame of the clip (``frame``, the first by default), at ``size`` x ``size``.
+
+- The text embedding comes from the siamese stage's text encoder, frozen entirely (head included).
+- Conditioning augmentation (CA): a linear layer maps the embedding to (mu, log sigma) of N_g = ``c_dim``
+  dims and the generator sees c = mu + sigma * eps; KL(N(mu, sigma^2) || N(0, I)) regularises it.
+- G (the paper's / PyTorch port's layout): cat(z, c) -> FC -> 4x4 x ngf, then [nearest x2, conv 3x3, BN,
+  ReLU] blocks halving the channels, then conv 3x3 to RGB + tanh.
+- D (the TensorFlow original's head): stride-2 4x4 convs down to 4x4; the embedding through its own
+  FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
+- Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
+
+The CA network lives inside ``self.generator`` (a :class:`ConditionedGenerator`), so the G optimizer and
+the EMA copy both cover it: sampling from the EMA generator uses the matching EMA CA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from t2v.errors import T2VError
+from t2v.models.gan import AdversarialModule, mismatched_indices, probability
+from t2v.models.siamese import TextEncoder, caption_keys
+from t2v.models.upstream import freeze, load_submodule
+
+# The published widths (StackGAN GF_DIM 128 and DF_DIM 64), which ``width`` multiplies.
+GF_DIM, DF_DIM = 128, 64
+MIN_CHANNELS = 4
+
+
+def check_size(size: int) -> int:
+    """The number of x2 steps between 4x4 and ``size``; every stage of G and D works on powers of 2."""
+    if size < 16 or size & (size - 1):
+        raise T2VError(
+            f"model.size={size} (it follows data.size) is not a power of 2 of at least 16; "
+            "set data.size to 16, 32, 64 or 128"
+        )
+    return size.bit_length() - 3  # log2(size) - log2(4)
+
+
+def scaled(channels: float, width: float) -> int:
+    # A tiny width must still leave every layer a few channels.
+    return max(MIN_CHANNELS, round(channels * width))
+
+
+def kl_divergence(mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)), averaged over the batch *and* the dims.
+
+    The mean over dims is what both released StackGAN codes compute, so ``kl_weight`` keeps their scale
+    (paper 1, code 2). Computed in float32: under bf16 autocast exp() of a bf16 log sigma loses digits.
+    """
+    mu, log_sigma = mu.float(), log_sigma.float()
+    return (0.5 * (mu.pow(2) + torch.exp(2 * log_sigma) - 1) - log_sigma).mean()
+
+
+def init_dcgan(module: nn.Module) -> None:
+    """DCGAN init (as StackGAN): conv and linear weights N(0, 0.02), BN weights N(1, 0.02), zero biases."""
+    if isinstance(module, nn.Conv2d | nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class ConditioningAugmentation(nn.Module):
+    """Embedding -> (mu, log sigma) of the condition c.
+
+    A plain linear layer: the originals put LeakyReLU (TF) or ReLU (PyTorch) after it, and a ReLU
+    forces mu >= 0 and sigma >= 1, so the KL term can never reach 0.
+    """
+
+    def __init__(self, embed_dim: int, c_dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(embed_dim, 2 * c_dim)
+
+    def forward(self, embedding: Tensor) -> tuple[Tensor, Tensor]:
+        mu, log_sigma = self.fc(embedding).chunk(2, dim=-1)
+        return mu, log_sigma
+
+    @staticmethod
+    def sample(mu: Tensor, log_sigma: Tensor) -> Tensor:
+        return mu + torch.exp(log_sigma) * torch.randn_like(mu)
+
+
+def up_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Nearest-neighbour x2 + 3x3 conv: the paper's upsampling (no checkerboard of transposed convs)."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False),  # BN follows: a bias would be cancelled
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+    )
+
+
+class ImageGenerator(nn.Module):
+    """cat(z, c) -> 4x4 x ngf -> ``ups`` up-blocks halving the channels -> RGB in [-1, 1]."""
+
+    def __init__(self, z_dim: int, c_dim: int, ngf: int, ups: int) -> None:
+        super().__init__()
+        self.ngf = ngf
+        self.fc = nn.Sequential(nn.Linear(z_dim + c_dim, ngf * 16, bias=False), nn.BatchNorm1d(ngf * 16), nn.ReLU())
+        channels = [ngf] + [max(MIN_CHANNELS, ngf >> (i + 1)) for i in range(ups)]
+        self.ups = nn.Sequential(*(up_block(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True)))
+        self.to_rgb = nn.Sequential(nn.Conv2d(channels[-1], 3, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z: Tensor, c: Tensor) -> Tensor:
+        h = self.fc(torch.cat([z, c], dim=1)).view(-1, self.ngf, 4, 4)
+        return self.to_rgb(self.ups(h))
+
+
+class ConditionedGenerator(nn.Module):
+    """CA + image generator: (embedding, z) -> (image, mu, log sigma)."""
+
+    def __init__(self, embed_dim: int, z_dim: int, c_dim: int, ngf: int, ups: int) -> None:
+        super().__init__()
+        self.ca = ConditioningAugmentation(embed_dim, c_dim)
+        self.net = ImageGenerator(z_dim, c_dim, ngf, ups)
+
+    def forward(self, embedding: Tensor, z: Tensor, sample_condition: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        mu, log_sigma = self.ca(embedding)
+        c = ConditioningAugmentation.sample(mu, log_sigma) if sample_condition else mu
+        return self.net(z, c), mu, log_sigma
+
+
+class MatchingDiscriminator(nn.Module):
+    """Image features once (:meth:`features`), then a logit per (features, embedding) pair (:meth:`logits`).
+
+    Splitting the two lets the D step score the real images with the right and the wrong captions from
+    one pass over the image (as both originals do).
+    """
+
+    def __init__(self, embed_dim: int, c_dim: int, ndf: int, downs: int) -> None:
+        super().__init__()
+        # Channels double per step and end at 8 ndf at 4x4 (the published 64x64 layout), whatever the size.
+        channels = [3] + [ndf * 2 ** max(0, 3 - (downs - 1 - i)) for i in range(downs)]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+            layers.append(nn.Conv2d(a, b, 4, 2, 1, bias=i == 0))
+            if i > 0:  # DCGAN: no BN on the input layer
+                layers.append(nn.BatchNorm2d(b))
+            layers.append(nn.LeakyReLU(0.2))
+        self.body = nn.Sequential(*layers)
+        self.text = nn.Sequential(nn.Linear(embed_dim, c_dim), nn.LeakyReLU(0.2))
+        top = channels[-1]
+        self.joint = nn.Sequential(
+            nn.Conv2d(top + c_dim, top, 1, bias=False), nn.BatchNorm2d(top), nn.LeakyReLU(0.2), nn.Conv2d(top, 1, 4)
+        )
+
+    def features(self, image: Tensor) -> Tensor:
+        return self.body(image)
+
+    def logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """(B,) logits; never a sigmoid here, so the losses stay autocast-safe."""
+        cond = self.text(embedding)[:, :, None, None].expand(-1, -1, *features.shape[2:])
+        return self.joint(torch.cat([features, cond], dim=1)).flatten()
+
+    def forward(self, image: Tensor, embedding: Tensor) -> Tensor:
+        return self.logits(self.features(image), embedding)
+
+
+class Stage1GAN(AdversarialModule):
+    """Text features -> one frame of the clip, trained adversarially with a matching-aware D."""
+
+    generator: ConditionedGenerator
+    discriminator: MatchingDiscriminator
+
+    def __init__(
+        self,
+        text_encoder: dict[str, Any],
+        size: int = 64,
+        frame: int = 0,
+        z_dim: int = 100,
+        c_dim: int = 128,
+        width: float = 1.0,
+        kl_weight: float = 1.0,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        d_steps: int = 1,
+        gan_loss: str = "bce",
+        clip_grad_norm: float | None = None,
+        ema_decay: float = 0.0,
+        ema_start: int = 0,
+    ) -> None:
+        super().__init__(
+            lr_g=lr_g, lr_d=lr_d, betas=betas, d_steps=d_steps, gan_loss=gan_loss, clip_grad_norm=clip_grad_norm,
+            ema_decay=ema_decay, ema_start=ema_start,
+        )  # fmt: skip
+        steps = check_size(size)
+        if width <= 0:
+            raise T2VError(f"model.width={width} must be positive; 1.0 is the published size, 0.125 a CPU-sized one")
+        self.save_hyperparameters()
+        # Lightning leaves out an __init__ argument named `frame` (a parameter name of its own), so
+        # without this the checkpoint would forget it and load_from_checkpoint would reset it to 0.
+        self.save_hyperparameters({"frame": frame})
+        self.text_encoder = freeze(TextEncoder(**text_encoder))
+        embed_dim = self.text_encoder.embed_dim
+        self.generator = ConditionedGenerator(embed_dim, z_dim, c_dim, scaled(GF_DIM * 8, width), steps)
+        self.discriminator = MatchingDiscriminator(embed_dim, c_dim, scaled(DF_DIM, width), steps)
+        self.generator.apply(init_dcgan)
+        self.discriminator.apply(init_dcgan)
+        self.setup_ema()
+
+    def train(self, mode: bool = True) -> Stage1GAN:
+        super().train(mode)
+        self.text_encoder.eval()  # frozen: no dropout in its head, whatever Lightning switches on
+        return self
+
+    # -- upstream / artifact ----------------------------------------------------------------------
+    @classmethod
+    def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"text_encoder": manifests["siamese"]["text_encoder"]}
+
+    def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
+        load_submodule(self.text_encoder, manifests["siamese"]["checkpoint"], prefix="text_encoder.")
+
+    def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+        return {"dims": {"image_size": self.hparams.size, "embedding": self.text_encoder.embed_dim}}
+
+    # -- sampling API -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_text(self, features: Tensor) -> Tensor:
+        """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim)."""
+        return self.text_encoder(features)
+
+    @torch.no_grad()
+    def generate(self, text_features: Tensor, z: Tensor | None = None, sample_condition: bool = False) -> Tensor:
+        """Images (B, 3, size, size) in [-1, 1] for caption features, from the EMA generator when there is one.
+
+        By default c is the CA mean mu: the caption alone decides the condition and ``z`` carries all the
+        variety, so a fixed ``z`` gives repeatable images. ``sample_condition=True`` draws c as in training.
+        G runs in eval mode (BN running statistics), so one image does not depend on the rest of the batch
+        and sampling never moves the running statistics; the caller's mode is restored afterwards.
+        """
+        generator = self.sampling_generator
+        if z is None:
+            z = torch.randn(len(text_features), self.hparams.z_dim, device=text_features.device)
+        was_training = generator.training
+        generator.eval()
+        try:
+            images, _, _ = generator(self.embed_text(text_features), z, sample_condition=sample_condition)
+        finally:
+            generator.train(was_training)
+        return images.float()
+
+    # -- the losses -------------------------------------------------------------------------------
+    def target_images(self, batch: dict[str, Any]) -> Tensor:
+        """The configured frame of every clip, (B, 3, size, size)."""
+        video = batch.get("video")
+        if video is None:
+            raise T2VError("stage1 trains on the clips' frames, but the batch has none; set data.with_video=true")
+        frames, height = video.shape[2], video.shape[3]
+        frame, size = self.hparams.frame, self.hparams.size
+        if not -frames <= frame < frames:
+            raise T2VError(f"model.frame={frame} is outside the {frames}-frame clips; use 0..{frames - 1} (-1 = last)")
+        if height != size or video.shape[4] != size:
+            raise T2VError(
+                f"model.size={size} but the clips are {height}x{video.shape[4]}; keep model.size=${{data.size}}"
+            )
+        return video[:, :, frame]
+
+    def noise(self, batch_size: int, device: torch.device) -> Tensor:
+        return torch.randn(batch_size, self.hparams.z_dim, device=device)
+
+    def wrong_indices(self, batch: dict[str, Any]) -> Tensor:
+        """Row j for each row i whose caption says something else (different labels, or features)."""
+        return mismatched_indices(caption_keys(batch))
+
+    def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        real = self.target_images(batch)
+        embedding = self.embed_text(batch["text"])
+        with torch.no_grad():
+            fake, _, _ = self.generator(embedding, self.noise(len(real), real.device))
+        features = self.discriminator.features(real)
+        real_logits = self.discriminator.logits(features, embedding)
+        wrong_logits = self.discriminator.logits(features, embedding[self.wrong_indices(batch)])
+        fake_logits = self.discriminator(fake, embedding)
+        loss = self.gan.real(real_logits) + 0.5 * (self.gan.fake(wrong_logits) + self.gan.fake(fake_logits))
+        return {
+            "d_loss": loss,
+            "d_real": probability(real_logits),
+            "d_wrong": probability(wrong_logits),
+            "d_fake": probability(fake_logits),
+        }
+
+    def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        embedding = self.embed_text(batch["text"])
+        fake, mu, log_sigma = self.generator(embedding, self.noise(len(embedding), embedding.device))
+        kl = kl_divergence(mu, log_sigma)
+        loss = self.gan.generator(self.discriminator(fake, embedding)) + self.hparams.kl_weight * kl
+        return {"g_loss": loss, "kl": kl.detach()}

@@ -1,0 +1,372 @@
+"""Stage `videogan`: image -> video, after Vondrick et al. 2016 ("Generating Videos with Scene Dynamics").
+
+The published image-to-video variant (``main_conditional.lua``), parameterised by size, clip length
+and a channel-width multiplier (``width=1.0`` is the published network):
+
+- G encodes the first frame with stride-2 convs down to a (1024 w) x 4 x 4 code. A 2D stream
+  decodes it into one static background image; a 3D stream decodes it into a foreground video and
+  a sigmoid mask; the clip is ``mask * foreground + (1 - mask) * background``.
+- D is a stride-2 3D conv stack down to (T / 2**n) x 4 x 4 and one logit per clip.
+- G's loss adds ``recon_weight * L1(first generated frame, input frame)``.
+
+Two departures, both off by default: ``noise_dim > 0`` joins a noise code at the bottleneck (the
+published G is deterministic given the image), and ``text_conditioning`` joins a frozen siamese
+caption embedding to G's bottleneck and makes D matching-aware on (video, caption) pairs.
+
+Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm gamma N(1, 0.02).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from t2v.errors import T2VError
+from t2v.models.gan import AdversarialModule, mismatched_indices, probability
+from t2v.models.siamese import TextEncoder, caption_keys
+from t2v.models.upstream import freeze, load_submodule
+
+# Channels of the 4x4 bottleneck at width 1.0 (the published encoder ends at 1024 x 4 x 4).
+BOTTLENECK_CHANNELS = 1024
+# The original's BatchNorm eps in the frame encoder and the discriminator (Torch's 1e-3).
+BN_EPS = 1e-3
+
+
+def stride_levels(size: int) -> int:
+    """How many stride-2 levels take a size x size frame down to 4 x 4."""
+    return int(math.log2(size // 4))
+
+
+def check_geometry(frames: int, size: int) -> None:
+    """Reject sizes and clip lengths the stride-2 stacks cannot take down to (T / 2**n) x 4 x 4."""
+    if size < 16 or size & (size - 1):
+        raise T2VError(
+            f"model.size={size} must be a power of 2 of at least 16 (the networks halve it down to 4x4); "
+            "use data.size=16, 32, 64 or 128"
+        )
+    n = stride_levels(size)
+    if frames < 2**n or frames % 2**n:
+        raise T2VError(
+            f"model.frames={frames} does not fit the discriminator's {n} stride-2 levels at size {size}; "
+            f"use a multiple of {2**n} (data.frames={2**n} or {2 ** (n + 1)})"
+        )
+
+
+def level_channels(size: int, width: float) -> list[int]:
+    """Channels after each stride-2 level, shallow to deep; the deepest is the bottleneck.
+
+    Each level doubles the channels and the deepest has ``1024 * width``, which gives the published
+    128, 256, 512, 1024 at size 64 and width 1.
+    """
+    n = stride_levels(size)
+    top = BOTTLENECK_CHANNELS * width
+    return [max(1, round(top / 2 ** (n - 1 - i))) for i in range(n)]
+
+
+def init_weights(module: nn.Module) -> None:
+    """The original's init (convs N(0, 0.01), BN gamma N(1, 0.02)); linear layers keep PyTorch's.
+
+    Linear layers only project the caption embedding; at N(0, 0.01) the condition would enter the
+    bottleneck ~100x weaker than the BN-normalised image code and take long to be noticed.
+    """
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        nn.init.normal_(module.weight, 0.0, 0.01)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def tile(vector: Tensor, like: Tensor) -> Tensor:
+    """(B, C) -> (B, C, *like's spatial dims), the same vector at every position."""
+    return vector.reshape(*vector.shape, *(1,) * (like.dim() - 2)).expand(-1, -1, *like.shape[2:])
+
+
+def condition_projection(embed_dim: int, cond_dim: int) -> nn.Sequential:
+    """The caption embedding -> a small conditioning vector (StackGAN/GAN-CLS style FC + LeakyReLU)."""
+    return nn.Sequential(nn.Linear(embed_dim, cond_dim), nn.LeakyReLU(0.2))
+
+
+class VideoGenerator(nn.Module):
+    """First frame (+ caption embedding, + noise) -> background, foreground, mask and the composed clip."""
+
+    def __init__(self, frames: int, size: int, width: float, noise_dim: int, embed_dim: int, cond_dim: int) -> None:
+        super().__init__()
+        channels = level_channels(size, width)
+        top, t0 = channels[-1], frames // 2 ** stride_levels(size)
+        self.noise_dim = noise_dim
+
+        encoder: list[nn.Module] = []
+        previous = 3
+        for i, c in enumerate(channels):
+            encoder.append(nn.Conv2d(previous, c, 4, 2, 1))
+            if i > 0:  # as published: no BN on the first layer
+                encoder.append(nn.BatchNorm2d(c, eps=BN_EPS))
+            encoder.append(nn.ReLU())
+            previous = c
+        self.encoder = nn.Sequential(*encoder)
+
+        self.condition = condition_projection(embed_dim, cond_dim) if embed_dim else None
+        joined = top + noise_dim + (cond_dim if embed_dim else 0)
+
+        # Both decoders mirror the encoder's channels back up; the last level goes to pixels.
+        background: list[nn.Module] = []
+        previous = joined
+        for c in reversed(channels[:-1]):
+            background += [nn.ConvTranspose2d(previous, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU()]
+            previous = c
+        self.background = nn.Sequential(*background, nn.ConvTranspose2d(previous, 3, 4, 2, 1), nn.Tanh())
+
+        # The code is a single time step; a (t0, 1, 1) kernel unfolds it into t0 steps.
+        foreground: list[nn.Module] = [nn.ConvTranspose3d(joined, top, (t0, 1, 1)), nn.BatchNorm3d(top), nn.ReLU()]
+        previous = top
+        for c in reversed(channels[:-1]):
+            foreground += [nn.ConvTranspose3d(previous, c, 4, 2, 1), nn.BatchNorm3d(c), nn.ReLU()]
+            previous = c
+        self.foreground = nn.Sequential(*foreground)
+        self.to_foreground = nn.Sequential(nn.ConvTranspose3d(previous, 3, 4, 2, 1), nn.Tanh())
+        self.to_mask = nn.Sequential(nn.ConvTranspose3d(previous, 1, 4, 2, 1), nn.Sigmoid())
+
+    def forward(self, image: Tensor, embedding: Tensor | None = None, z: Tensor | None = None) -> dict[str, Tensor]:
+        code = self.encoder(image)
+        parts = [code]
+        if self.noise_dim:
+            if z is None:
+                raise ValueError("this generator has noise_dim > 0 and needs z")
+            parts.append(tile(z.to(code.dtype), code))
+        if self.condition is not None:
+            if embedding is None:
+                raise ValueError("this generator is text-conditioned and needs a caption embedding")
+            parts.append(tile(self.condition(embedding).to(code.dtype), code))
+        joined = torch.cat(parts, dim=1)
+        background = self.background(joined)
+        hidden = self.foreground(joined.unsqueeze(2))
+        foreground, mask = self.to_foreground(hidden), self.to_mask(hidden)
+        video = mask * foreground + (1 - mask) * background.unsqueeze(2)
+        return {"video": video, "foreground": foreground, "background": background, "mask": mask}
+
+
+class VideoDiscriminator(nn.Module):
+    """Clip (+ caption embedding) -> one logit per clip. ``features`` and ``score`` are split so a
+    matching-aware loss can score one pass over the real clips against two captions."""
+
+    def __init__(self, frames: int, size: int, width: float, embed_dim: int, cond_dim: int) -> None:
+        super().__init__()
+        channels = level_channels(size, width)
+        top, t0 = channels[-1], frames // 2 ** stride_levels(size)
+        layers: list[nn.Module] = []
+        previous = 3
+        for i, c in enumerate(channels):
+            layers.append(nn.Conv3d(previous, c, 4, 2, 1))
+            if i > 0:
+                layers.append(nn.BatchNorm3d(c, eps=BN_EPS))
+            layers.append(nn.LeakyReLU(0.2))
+            previous = c
+        self.features = nn.Sequential(*layers)
+        self.condition = condition_projection(embed_dim, cond_dim) if embed_dim else None
+        self.joint = (
+            nn.Sequential(nn.Conv3d(top + cond_dim, top, 1), nn.BatchNorm3d(top, eps=BN_EPS), nn.LeakyReLU(0.2))
+            if embed_dim
+            else None
+        )
+        self.logit = nn.Conv3d(top, 1, (t0, 4, 4))
+
+    def score(self, features: Tensor, embedding: Tensor | None = None) -> Tensor:
+        """Logits (B,) from the final feature map (and the caption embedding when conditioned)."""
+        if self.condition is not None and self.joint is not None:
+            if embedding is None:
+                raise ValueError("this discriminator is text-conditioned and needs a caption embedding")
+            condition = tile(self.condition(embedding).to(features.dtype), features)
+            features = self.joint(torch.cat([features, condition], dim=1))
+        return self.logit(features).flatten()
+
+    def forward(self, video: Tensor, embedding: Tensor | None = None) -> Tensor:
+        return self.score(self.features(video), embedding)
+
+
+class VideoGAN(AdversarialModule):
+    """Image -> clip of ``frames`` frames: a two-stream generator against a 3D-conv discriminator."""
+
+    def __init__(
+        self,
+        frames: int = 32,
+        size: int = 64,
+        width: float = 1.0,
+        recon_weight: float = 10.0,
+        mask_l1: float = 0.0,
+        noise_dim: int = 0,
+        text_conditioning: bool = False,
+        text_encoder: dict[str, Any] | None = None,
+        cond_dim: int = 128,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        d_steps: int = 1,
+        gan_loss: str = "bce",
+        clip_grad_norm: float | None = None,
+        ema_decay: float = 0.0,
+        ema_start: int = 0,
+    ) -> None:
+        super().__init__(
+            lr_g=lr_g, lr_d=lr_d, betas=betas, d_steps=d_steps, gan_loss=gan_loss, clip_grad_norm=clip_grad_norm,
+            ema_decay=ema_decay, ema_start=ema_start,
+        )  # fmt: skip
+        check_geometry(frames, size)
+        if width <= 0:
+            raise T2VError(f"model.width={width} must be positive; 1.0 is the published network, 0.125 a CPU-sized one")
+        for name, value in (("recon_weight", recon_weight), ("mask_l1", mask_l1), ("noise_dim", noise_dim)):
+            if value < 0:
+                raise T2VError(f"model.{name}={value} must be 0 or more")
+        if text_conditioning and cond_dim < 1:
+            raise T2VError(f"model.cond_dim={cond_dim} must be at least 1 with text conditioning (128 as in StackGAN)")
+        if text_conditioning and not text_encoder:
+            raise T2VError(
+                "model.text_conditioning=true needs the siamese text encoder; train the siamese stage first "
+                "(python train.py stage=siamese) and set stage.upstream.siamese=latest, "
+                "or set model.text_conditioning=false"
+            )
+        self.save_hyperparameters()
+
+        self.text_encoder: TextEncoder | None = None
+        embed_dim = 0
+        if text_conditioning:
+            assert text_encoder is not None
+            self.text_encoder = freeze(TextEncoder(**text_encoder))
+            embed_dim = self.text_encoder.embed_dim
+        self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim)
+        self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
+        self.generator.apply(init_weights)
+        self.discriminator.apply(init_weights)
+        self.setup_ema()  # after init: the EMA copy starts from the initialised generator
+
+    # -- upstream / artifact ----------------------------------------------------------------------
+    @classmethod
+    def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"text_encoder": manifests["siamese"]["text_encoder"]} if "siamese" in manifests else {}
+
+    def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
+        if self.text_encoder is not None:
+            if "siamese" not in manifests:
+                raise T2VError(
+                    "model.text_conditioning=true needs the siamese artifact; set stage.upstream.siamese=latest"
+                )
+            load_submodule(self.text_encoder, manifests["siamese"]["checkpoint"], prefix="text_encoder.")
+
+    def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+        p = self.hparams
+        embedding = self.text_encoder.embed_dim if self.text_encoder is not None else None
+        return {
+            "dims": {
+                "frames": p.frames,
+                "size": p.size,
+                "text_conditioning": p.text_conditioning,
+                "embedding": embedding,
+            }
+        }
+
+    # -- the model ------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> VideoGAN:
+        super().train(mode)
+        if self.text_encoder is not None:
+            self.text_encoder.eval()  # frozen: no dropout in its head, a fixed function of the caption
+        return self
+
+    def embed(self, text_features: Tensor | None) -> Tensor | None:
+        """The frozen caption embedding, or None without text conditioning."""
+        if self.text_encoder is None:
+            return None
+        if text_features is None:
+            raise T2VError("this videogan model is text-conditioned; pass the caption's text features")
+        with torch.no_grad():
+            return self.text_encoder(text_features)
+
+    def noise(self, batch_size: int, device: torch.device) -> Tensor | None:
+        noise_dim = self.hparams.noise_dim
+        return torch.randn(batch_size, noise_dim, device=device) if noise_dim else None
+
+    def real_video(self, batch: dict[str, Any]) -> Tensor:
+        """The batch's clips, checked against the geometry the networks were built for."""
+        p = self.hparams
+        video = batch.get("video")
+        if video is None:
+            raise T2VError("videogan trains on clips, but the batch has none; set data.with_video=true")
+        if tuple(video.shape[1:]) != (3, p.frames, p.size, p.size):
+            raise T2VError(
+                f"the clips are {tuple(video.shape[1:])} (C, T, H, W) but the model was built for "
+                f"(3, {p.frames}, {p.size}, {p.size}); set model.frames/model.size to data.frames/data.size"
+            )
+        return video
+
+    def fake(self, batch: dict[str, Any], embedding: Tensor | None) -> dict[str, Tensor]:
+        """G's clips from the real first frames (the training input, as published)."""
+        first = self.real_video(batch)[:, :, 0]
+        return self.generator(first, embedding, self.noise(len(first), first.device))
+
+    # -- the losses -----------------------------------------------------------------------------
+    def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        video = self.real_video(batch)
+        embedding = self.embed(batch.get("text"))
+        with torch.no_grad():
+            fake = self.fake(batch, embedding)["video"]
+        real_features = self.discriminator.features(video)
+        real_logits = self.discriminator.score(real_features, embedding)
+        fake_logits = self.discriminator(fake, embedding)
+        terms = {"d_real": probability(real_logits), "d_fake": probability(fake_logits)}
+        if embedding is None:
+            terms["d_loss"] = self.gan.real(real_logits) + self.gan.fake(fake_logits)
+            return terms
+        # Matching-aware (GAN-CLS): a real clip with another clip's caption is also "fake".
+        wrong = mismatched_indices(caption_keys(batch))
+        wrong_logits = self.discriminator.score(real_features, embedding[wrong])
+        terms["d_wrong"] = probability(wrong_logits)
+        terms["d_loss"] = self.gan.real(real_logits) + 0.5 * (self.gan.fake(wrong_logits) + self.gan.fake(fake_logits))
+        return terms
+
+    def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        p = self.hparams
+        embedding = self.embed(batch.get("text"))
+        out = self.fake(batch, embedding)
+        adversarial = self.gan.generator(self.discriminator(out["video"], embedding))
+        recon = F.l1_loss(out["video"][:, :, 0].float(), batch["video"][:, :, 0].float())
+        mask = out["mask"].float().abs().mean()
+        loss = adversarial + p.recon_weight * recon
+        if p.mask_l1:
+            loss = loss + p.mask_l1 * mask
+        return {"g_loss": loss, "g_adv": adversarial.detach(), "recon_l1": recon.detach(), "mask_l1": mask.detach()}
+
+    # -- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self, first_frame: Tensor, text_features: Tensor | None = None, z: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Clips from first frames (B, 3, H, W) in [-1, 1], with the sampling (EMA if any) generator in eval mode.
+
+        ``text_features`` are captions as the data gives them (the batch's ``text``), required when
+        text-conditioned; ``z`` (B, noise_dim) is drawn from N(0, 1) when not given. Returns ``video``
+        and ``foreground`` (B, 3, T, H, W), ``background`` (B, 3, H, W) and ``mask`` (B, 1, T, H, W).
+        """
+        size = self.hparams.size
+        if first_frame.dim() != 4 or first_frame.shape[1] != 3 or tuple(first_frame.shape[2:]) != (size, size):
+            raise T2VError(
+                f"first_frame has shape {tuple(first_frame.shape)}; this model takes (B, 3, {size}, {size}) "
+                f"images in [-1, 1] (resize the frames to {size}x{size})"
+            )
+        first_frame = first_frame.to(self.device, torch.float32)
+        embedding = self.embed(text_features.to(self.device) if text_features is not None else None)
+        if z is None:
+            z = self.noise(len(first_frame), self.device)
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()  # BN running statistics: a sample must not depend on the rest of its batch
+        try:
+            out = generator(first_frame, embedding, z.to(self.device) if z is not None else None)
+        finally:
+            generator.train(was_training)
+        return {k: v.float() for k, v in out.items()}

@@ -1,0 +1,136 @@
+"""The whole chain through the entry points: stage=pipeline, single stages on its artifacts (also under
+2-process DDP), the chaining errors, and generate.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from helpers import run_entry
+
+pytestmark = pytest.mark.slow
+
+# experiment=quickstart (16 frames of 32x32, small widths) cut to a handful of batches by debug=limit.
+TINY = ["experiment=quickstart", "debug=limit", "logger=csv"]
+FRAMES, SIZE = 16, 32
+
+
+def paths_in(root: Path) -> list[str]:
+    return [f"paths.artifacts_dir={root / 'artifacts'}", f"paths.cache_dir={root / 'cache'}"]
+
+
+def artifacts_in(root: Path) -> list[str]:
+    """generate.py reads only the artifact registry."""
+    return [f"paths.artifacts_dir={root / 'artifacts'}"]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny pipeline run; its artifacts serve the other tests."""
+    root = tmp_path_factory.mktemp("chain")
+    result = run_entry("train.py", "stage=pipeline", *TINY, f"hydra.run.dir={root / 'run'}", *paths_in(root),
+                       cwd=root, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return root
+
+
+def test_pipeline_trains_every_stage_and_writes_samples(chain: Path) -> None:
+    summary = json.loads((chain / "run" / "metrics.json").read_text())
+    assert list(summary["stages"]) == ["vae", "siamese", "stage1", "videogan"]
+    for stage in summary["stages"]:
+        assert (chain / "run" / stage / "checkpoints" / "last.ckpt").is_file()
+        assert (chain / "artifacts" / stage / "latest").is_file()
+    gifs = sorted((chain / "run" / "samples").glob("*.gif"))
+    assert len(gifs) == 4 * 2  # 4 sample sentences x 2 samples
+    assert iio.imread(gifs[0]).shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_every_stage_reloads_from_its_checkpoint(chain: Path) -> None:
+    from t2v.models.siamese import SiameseEmbedding
+    from t2v.models.stage1 import Stage1GAN
+    from t2v.models.vae import TextVAE
+    from t2v.models.videogan import VideoGAN
+    from t2v.pipeline import artifacts
+
+    for stage, cls in [("vae", TextVAE), ("siamese", SiameseEmbedding), ("stage1", Stage1GAN), ("videogan", VideoGAN)]:
+        manifest = artifacts.read_manifest(artifacts.latest(chain / "artifacts", stage))
+        for checkpoint in (manifest["checkpoint"], chain / "run" / stage / "checkpoints" / "last.ckpt"):
+            assert isinstance(cls.load_from_checkpoint(checkpoint, map_location="cpu"), cls)
+    videogan = artifacts.read_manifest(artifacts.latest(chain / "artifacts", "videogan"))
+    assert videogan["dims"]["text_conditioning"] is True and videogan["upstream"]["siamese"]
+
+
+@pytest.mark.parametrize("stage", ["stage1", "videogan"])
+def test_gan_stage_runs_as_two_process_ddp(chain: Path, tmp_path: Path, stage: str) -> None:
+    run_dir = tmp_path / "ddp"
+    result = run_entry("train.py", f"stage={stage}", *TINY, "trainer=ddp_cpu", "publish=false",
+                       f"hydra.run.dir={run_dir}", *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # 4 batches x 2 epochs of GAN steps, each two optimizer steps (D, then G).
+    assert metrics["global_step"] == 2 * 8
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_missing_upstream_prints_the_command_that_makes_it(tmp_path: Path) -> None:
+    result = run_entry("train.py", "stage=siamese", *TINY, f"hydra.run.dir={tmp_path / 'run'}", *paths_in(tmp_path),
+                       cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "needs a trained vae artifact" in result.stderr
+    assert "python train.py stage=vae experiment=quickstart debug=limit" in result.stderr
+
+
+def test_dimension_contract_is_checked_before_training(chain: Path, tmp_path: Path) -> None:
+    result = run_entry("train.py", "stage=siamese", *TINY, "text.max_words=10", f"hydra.run.dir={tmp_path / 'r'}",
+                       *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert "text.max_words=10 but the upstream featurizer" in result.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_video_discriminator_strides_are_checked_before_training(chain: Path, tmp_path: Path) -> None:
+    result = run_entry("train.py", "stage=videogan", *TINY, "data.frames=20", f"hydra.run.dir={tmp_path / 'r'}",
+                       *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "frames=20" in result.stderr
+
+
+def test_generate_writes_gif_mp4_and_strip(chain: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    result = run_entry("generate.py", "text=a small red circle moves to the left", "num_samples=3", f"out_dir={out}",
+                       *artifacts_in(chain), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    gifs = sorted(out.glob("*.gif"))
+    assert len(gifs) == 3 and len(list(out.glob("*.mp4"))) == 3
+    frames = iio.imread(gifs[0])
+    assert frames.shape == (FRAMES, SIZE, SIZE, 3)
+    strip = iio.imread(gifs[0].with_suffix(".png"))
+    assert strip.shape == (SIZE, SIZE * (FRAMES + 1), 3)  # the stage-I image, then every frame
+    assert len(list(iio.imiter(gifs[0].with_suffix(".mp4"), plugin="pyav"))) == FRAMES
+
+
+def test_generate_from_a_file_of_sentences(chain: Path, tmp_path: Path) -> None:
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a small red circle moves to the left\n\nthe large blue square slides up\n")
+    result = run_entry("generate.py", f"texts_file={captions}", "num_samples=1", f"out_dir={tmp_path / 'gen'}",
+                       *artifacts_in(chain), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert len(list((tmp_path / "gen").glob("*.gif"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["text= "], "text is empty"),
+     (["text=zorblax quuxle"], "no word of 'zorblax quuxle' is in the trained vocabulary"),
+     (["text=a red ball", "paths.artifacts_dir=/nope/artifacts"], "generate needs a trained stage1 artifact")],
+)  # fmt: skip
+def test_generate_errors_are_one_clear_line(chain: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    overridden = {arg.split("=")[0] for arg in args}
+    defaults = [arg for arg in artifacts_in(chain) if arg.split("=")[0] not in overridden]
+    result = run_entry("generate.py", *defaults, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("t2v: error:")]
+    assert len(errors) == 1 and message in errors[0]

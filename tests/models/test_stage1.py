@@ -1,0 +1,295 @@
+"""StackGAN stage-I: shapes, the matching-aware loss, the CA KL, training, EMA, bf16 and checkpoint reload."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from t2v.errors import T2VError
+from t2v.models.stage1 import Stage1GAN, kl_divergence
+
+WORD_DIM, MAX_WORDS, EMBED_DIM = 8, 4, 16
+TEXT_ENCODER = {
+    "vae": {"word_dim": WORD_DIM, "max_words": MAX_WORDS, "hidden_dims": [16], "latent_dim": 8},
+    "embed_dim": EMBED_DIM,
+    "hidden_dim": 16,
+}
+FRAMES, BATCH = 3, 4
+
+
+def tiny_model(**kwargs: Any) -> Stage1GAN:
+    defaults = dict(text_encoder=TEXT_ENCODER, size=16, width=0.0625, z_dim=8, c_dim=8)
+    return Stage1GAN(**{**defaults, **kwargs})
+
+
+def batch_of(n: int, size: int = 16, seed: int = 0, shape: Tensor | None = None) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    shape = torch.randint(0, 2, (n,), generator=g) if shape is None else shape
+    return {
+        "video": torch.rand(n, 3, FRAMES, size, size, generator=g) * 2 - 1,
+        "text": torch.randn(n, MAX_WORDS * WORD_DIM, generator=g),
+        "text_len": torch.full((n,), MAX_WORDS),
+        "labels": {"shape": shape, "colour": torch.zeros(n, dtype=torch.long)},
+        "caption": [f"caption {i}" for i in range(n)],
+    }
+
+
+class Clips(Dataset):
+    """A few random clips with captions, in the datamodule's item layout."""
+
+    def __init__(self, n: int, size: int = 16) -> None:
+        self.items = batch_of(n, size)
+
+    def __len__(self) -> int:
+        return len(self.items["caption"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        it = self.items
+        return {
+            "video": it["video"][i],
+            "text": it["text"][i],
+            "text_len": it["text_len"][i],
+            "labels": {k: v[i] for k, v in it["labels"].items()},
+            "caption": it["caption"][i],
+        }
+
+
+def fit(model: Stage1GAN, batches: int, **trainer_kwargs: Any) -> pl.Trainer:
+    settings = dict(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = pl.Trainer(**{**settings, **trainer_kwargs})
+    loader = DataLoader(Clips(batches * BATCH, model.hparams.size), batch_size=BATCH, shuffle=True)
+    trainer.fit(model, loader)
+    return trainer
+
+
+def snapshot(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, Tensor], module: nn.Module) -> set[str]:
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+@pytest.mark.parametrize(("size", "width"), [(32, 0.125), (64, 0.0625)])
+def test_output_shapes(size: int, width: float) -> None:
+    model = tiny_model(size=size, width=width).eval()
+    images = model.generate(torch.randn(5, MAX_WORDS * WORD_DIM))
+    assert images.shape == (5, 3, size, size)
+    assert images.abs().max() <= 1.0
+    assert model.embed_text(torch.randn(5, MAX_WORDS * WORD_DIM)).shape == (5, EMBED_DIM)
+    logits = model.discriminator(images, torch.randn(5, EMBED_DIM))
+    assert logits.shape == (5,)
+    # Published layout at 64: 4 up-blocks in G, 4 stride-2 convs in D.
+    ups = len(model.generator.net.ups)
+    downs = sum(isinstance(m, nn.Conv2d) for m in model.discriminator.body)
+    assert (ups, downs) == ((3, 3) if size == 32 else (4, 4))
+
+
+def test_published_widths() -> None:
+    model = tiny_model(size=64, width=1.0, z_dim=100, c_dim=128)
+    assert model.generator.net.ngf == 1024
+    assert model.discriminator.body[0].out_channels == 64
+    assert model.generator.net.ups[-1][1].out_channels == 64
+
+
+@pytest.mark.parametrize("size", [48, 8, 100])
+def test_bad_size_is_a_user_error(size: int) -> None:
+    with pytest.raises(T2VError, match="data.size"):
+        tiny_model(size=size)
+
+
+def test_frame_is_configurable_and_checked() -> None:
+    batch = batch_of(2)
+    assert torch.equal(tiny_model(frame=-1).target_images(batch), batch["video"][:, :, FRAMES - 1])
+    assert torch.equal(tiny_model(frame=1).target_images(batch), batch["video"][:, :, 1])
+    with pytest.raises(T2VError, match="model.frame"):
+        tiny_model(frame=FRAMES).target_images(batch)
+
+
+class OracleD(nn.Module):
+    """A stand-in D that knows the truth: real images carry their caption's code in pixel (0, 0, 0),
+    and the test's text embedding carries the code in dim 0.
+
+    logit 2 for a real image with its own caption, -1 for a real image with another caption, 0.5 for a fake.
+    """
+
+    def features(self, image: Tensor) -> Tensor:
+        return image[:, 0, 0, 0]
+
+    def logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        is_real = torch.isin(features, CODES)
+        matches = (features - embedding[:, 0]).abs() < 1e-6
+        return torch.where(is_real & matches, 2.0, torch.where(is_real, -1.0, 0.5))
+
+    def forward(self, image: Tensor, embedding: Tensor) -> Tensor:
+        return self.logits(self.features(image), embedding)
+
+
+CODES = torch.tensor([0.25, 0.75])
+
+
+def oracle_setup(n: int = 8) -> tuple[Stage1GAN, dict[str, Any]]:
+    """Two kinds of caption in a batch of n: a plain shift or random pairing would often pick the same kind."""
+    model = tiny_model()
+    shape = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])[:n]
+    batch = batch_of(n, shape=shape)
+    code = CODES[shape]
+    batch["video"][:, 0, :, 0, 0] = code[:, None]
+    batch["text"][:, 0] = code
+    model.discriminator = OracleD()
+    model.embed_text = lambda features: features[:, :EMBED_DIM]  # type: ignore[method-assign]
+    return model, batch
+
+
+def test_matching_aware_d_loss_uses_wrong_captions() -> None:
+    model, batch = oracle_setup()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        terms = model.discriminator_terms(batch)
+        assert terms["d_real"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+        # Every wrong caption is of the other kind: a same-kind pair would score 2, not -1.
+        assert terms["d_wrong"] == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item())
+        assert terms["d_fake"] == pytest.approx(torch.sigmoid(torch.tensor(0.5)).item())
+        expected = F.softplus(torch.tensor(-2.0)) + 0.5 * (
+            F.softplus(torch.tensor(-1.0)) + F.softplus(torch.tensor(0.5))
+        )
+        assert terms["d_loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_wrong_indices_pick_different_labels() -> None:
+    model, batch = oracle_setup()
+    keys = torch.stack([batch["labels"][k] for k in sorted(batch["labels"])], dim=1)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        wrong = model.wrong_indices(batch)
+        assert (keys[wrong] != keys).any(1).all()
+
+
+def test_generator_loss_adds_weighted_kl() -> None:
+    model, batch = oracle_setup()
+    for kl_weight in (1.0, 2.0):
+        model.hparams.kl_weight = kl_weight
+        terms = model.generator_terms(batch)
+        assert terms["kl"] > 0
+        assert (terms["g_loss"] - kl_weight * terms["kl"]).item() == pytest.approx(
+            F.softplus(torch.tensor(-0.5)).item()
+        )
+        assert terms["g_loss"].requires_grad
+
+
+def test_kl_matches_hand_computation() -> None:
+    mu = torch.tensor([[1.0, 0.0], [0.0, -2.0]])
+    log_sigma = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    # 0.5 (mu^2 + sigma^2 - 1) - log sigma per dim: 0.5, 1.5 - log 2, 0, 2; then the mean of the four.
+    assert kl_divergence(mu, log_sigma).item() == pytest.approx((0.5 + 1.5 - math.log(2.0) + 0 + 2.0) / 4)
+    assert kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
+
+
+@pytest.mark.parametrize(("d_steps", "batches"), [(1, 3), (2, 2)])
+def test_training_updates_g_and_d_but_not_the_text_encoder(d_steps: int, batches: int) -> None:
+    model = tiny_model(d_steps=d_steps)
+    text, gen, disc = snapshot(model.text_encoder), snapshot(model.generator), snapshot(model.discriminator)
+    trainer = fit(model, batches)
+    assert int(model.gan_step) == batches
+    assert trainer.global_step == (d_steps + 1) * batches
+    assert not changed(text, model.text_encoder)
+    assert not model.text_encoder.training and model.training
+    assert all(not p.requires_grad for p in model.text_encoder.parameters())
+    # Every G weight (the CA network included) and every D weight moved.
+    gen_weights = {k for k, _ in model.generator.named_parameters()}
+    disc_weights = {k for k, _ in model.discriminator.named_parameters()}
+    assert gen_weights <= changed(gen, model.generator) and "ca.fc.weight" in gen_weights
+    assert disc_weights <= changed(disc, model.discriminator)
+    metrics = trainer.callback_metrics
+    for name in ("d_loss", "d_real", "d_fake", "d_wrong", "g_loss", "kl"):
+        assert torch.isfinite(metrics[f"train/{name}"])
+
+
+def test_max_steps_counts_optimizer_steps() -> None:
+    model = tiny_model(d_steps=2)
+    trainer = fit(model, 4, max_steps=6, max_epochs=-1)
+    assert (int(model.gan_step), trainer.global_step) == (2, 6)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = tiny_model(ema_decay=0.5, frame=-1, kl_weight=2.0)
+    trainer = fit(model, 2)
+    path = tmp_path / "stage1.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = Stage1GAN.load_from_checkpoint(path)
+    features, z = torch.randn(6, MAX_WORDS * WORD_DIM), torch.randn(6, 8)
+    expected = model.generate(features, z)
+    assert torch.equal(loaded.generate(features, z), expected)
+    assert torch.equal(loaded.eval().generate(features, z), expected)
+    assert int(loaded.gan_step) == 2
+    # `frame` is a name Lightning's save_hyperparameters() skips on its own; it must survive anyway.
+    assert (loaded.hparams.frame, loaded.hparams.kl_weight) == (-1, 2.0)
+    assert loaded.export_artifact(tmp_path, None) == {"dims": {"image_size": 16, "embedding": EMBED_DIM}}
+
+
+def test_generate_uses_ca_mean_and_leaves_bn_stats_alone() -> None:
+    model = tiny_model().train()
+    features, z = torch.randn(4, MAX_WORDS * WORD_DIM), torch.randn(4, 8)
+    stats = snapshot(model.generator)
+    first = model.generate(features, z)
+    assert torch.equal(model.generate(features, z), first)  # no noise in c, no batch statistics
+    # Running statistics, so a row does not depend on the rest of the batch (up to kernel rounding).
+    torch.testing.assert_close(model.generate(features[:1], z[:1]), first[:1], rtol=1e-4, atol=1e-8)
+    assert not changed(stats, model.generator) and model.generator.training
+    assert not torch.equal(model.generate(features, z, sample_condition=True), first)
+
+
+def test_ema_keeps_a_separate_generator() -> None:
+    model = tiny_model(ema_decay=0.9)
+    assert model.sampling_generator is not model.generator
+    start = snapshot(model.sampling_generator)
+    fit(model, 3)
+    ema, live = dict(model.sampling_generator.named_parameters()), dict(model.generator.named_parameters())
+    assert set(ema) == set(live)
+    assert all(not torch.equal(ema[k], live[k]) for k in ("ca.fc.weight", "net.fc.0.weight"))
+    assert "ca.fc.weight" in changed(start, model.sampling_generator)
+
+
+def test_bf16_mixed_step_is_finite() -> None:
+    model = tiny_model()
+    trainer = fit(model, 1, precision="bf16-mixed")
+    for name in ("d_loss", "g_loss", "kl"):
+        assert torch.isfinite(trainer.callback_metrics[f"train/{name}"])
+    assert int(model.gan_step) == 1
+
+
+def test_upstream_hooks(tmp_path: Path) -> None:
+    source = tiny_model()
+    for p in source.text_encoder.parameters():
+        p.data.normal_()
+    path = tmp_path / "siamese.ckpt"
+    torch.save({"state_dict": {f"text_encoder.{k}": v for k, v in source.text_encoder.state_dict().items()}}, path)
+    manifests = {"siamese": {"text_encoder": copy.deepcopy(TEXT_ENCODER), "checkpoint": str(path)}}
+    model = Stage1GAN(**Stage1GAN.upstream_kwargs(manifests), size=16, width=0.0625)
+    model.load_upstream(manifests)
+    features = torch.randn(3, MAX_WORDS * WORD_DIM)
+    assert torch.equal(model.embed_text(features), source.eval().embed_text(features))
+
+
+def test_config_matches_the_constructor(compose_train) -> None:
+    cfg = compose_train("stage=stage1", "data.size=32")
+    model = instantiate(cfg.model, text_encoder=TEXT_ENCODER, _convert_="all")
+    assert isinstance(model, Stage1GAN)
+    defaults = {k: v.default for k, v in inspect.signature(Stage1GAN.__init__).parameters.items() if k != "self"}
+    assert set(cfg.model) - {"_target_"} == set(defaults) - {"text_encoder"}
+    for key, value in model.hparams.items():
+        if key not in ("text_encoder", "size"):
+            assert value == (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]), key
+    assert model.hparams.size == 32

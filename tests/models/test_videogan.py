@@ -1,0 +1,257 @@
+"""The image-to-video GAN: geometry checks, the two-stream composition, conditioning, training and reload."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from t2v.errors import T2VError
+from t2v.models.videogan import VideoGAN
+
+# The frozen text encoder stays in eval mode on purpose; Lightning warns about that at fit start.
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*module\(s\) in eval mode.*")
+
+WORD_DIM, MAX_WORDS = 8, 4
+TEXT_ENCODER = {
+    "vae": {"word_dim": WORD_DIM, "max_words": MAX_WORDS, "hidden_dims": [16], "latent_dim": 8},
+    "embed_dim": 16,
+    "hidden_dim": 16,
+}
+TINY = {"frames": 8, "size": 16, "width": 0.0625}
+COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
+
+
+class Clips(Dataset):
+    """A coloured square sliding right over a dark background; the caption names its colour."""
+
+    def __init__(self, n: int = 16, frames: int = 8, size: int = 16, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.colour = torch.arange(n) % len(COLOURS)
+        self.start = torch.randint(0, size // 2, (n, 2), generator=g)
+        words = torch.randn(len(COLOURS), MAX_WORDS * WORD_DIM, generator=g)
+        self.text = words[self.colour]
+        self.frames, self.size = frames, size
+
+    def __len__(self) -> int:
+        return len(self.colour)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        video = torch.full((3, self.frames, self.size, self.size), -0.8)
+        side = self.size // 4
+        y, x = self.start[i].tolist()
+        for t in range(self.frames):
+            left = min(x + t // 2, self.size - side)
+            video[:, t, y : y + side, left : left + side] = COLOURS[self.colour[i]][:, None, None]
+        return {
+            "video": video,
+            "text": self.text[i],
+            "caption": f"a square of colour {int(self.colour[i])}",
+            "labels": {"colour": self.colour[i]},
+        }
+
+
+def batch_of(n: int = 4, **kwargs: int) -> dict[str, Any]:
+    return next(iter(DataLoader(Clips(n, **kwargs), batch_size=n)))
+
+
+def trainer(tmp_path: Path, steps: int, callbacks: list[pl.Callback] | None = None, **kwargs: Any) -> pl.Trainer:
+    return pl.Trainer(
+        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, callbacks=callbacks or [], **kwargs,
+    )  # fmt: skip
+
+
+class Record(pl.Callback):
+    """Every logged value after each batch, and whether the frozen text encoder stayed in eval mode."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.text_encoder_training: list[bool] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        self.metrics.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if module.text_encoder is not None:
+            self.text_encoder_training.append(any(m.training for m in module.text_encoder.modules()))
+
+
+@pytest.mark.parametrize(("frames", "size", "width"), [(16, 32, 0.125), (32, 64, 0.0625)])
+def test_output_shapes(frames: int, size: int, width: float) -> None:
+    model = VideoGAN(frames=frames, size=size, width=width)
+    out = model.generate(torch.rand(2, 3, size, size) * 2 - 1)
+    assert out["video"].shape == (2, 3, frames, size, size)
+    assert out["foreground"].shape == (2, 3, frames, size, size)
+    assert out["background"].shape == (2, 3, size, size)
+    assert out["mask"].shape == (2, 1, frames, size, size)
+    assert out["video"].abs().max() <= 1 and 0 <= out["mask"].min() and out["mask"].max() <= 1
+    assert model.discriminator(out["video"]).shape == (2,)
+
+
+def test_published_widths() -> None:
+    model = VideoGAN()  # width 1.0, 32 x 64 x 64: the encoder ends at 1024 x 4 x 4 (§1.3)
+    code = model.generator.encoder(torch.zeros(1, 3, 64, 64))
+    assert code.shape == (1, 1024, 4, 4)
+    assert round(sum(p.numel() for p in model.generator.parameters()) / 1e6, 1) == 68.2
+    assert round(sum(p.numel() for p in model.discriminator.parameters()) / 1e6, 1) == 44.1
+
+
+def test_bad_settings_fail_at_construction() -> None:
+    with pytest.raises(T2VError, match=r"model.frames=20 .* 4 stride-2 levels at size 64.*multiple of 16"):
+        VideoGAN(frames=20, size=64)
+    with pytest.raises(T2VError, match="model.frames=8 "):
+        VideoGAN(frames=8, size=64)  # fewer frames than the time axis can halve
+    with pytest.raises(T2VError, match="model.size=48 must be a power of 2"):
+        VideoGAN(frames=32, size=48)
+    with pytest.raises(T2VError, match="model.size=8 "):
+        VideoGAN(frames=32, size=8)
+    with pytest.raises(T2VError, match="siamese"):
+        VideoGAN(**TINY, text_conditioning=True)
+    with pytest.raises(T2VError, match="model.width"):
+        VideoGAN(**{**TINY, "width": 0.0})
+    VideoGAN(frames=16, size=64, width=0.0625)  # the smallest clip that fits 64 x 64
+
+
+def test_video_is_mask_times_foreground_plus_background() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(frames=16, size=32, width=0.125)
+    out = model.generator(torch.rand(3, 3, 32, 32) * 2 - 1)  # train mode: BN on batch statistics
+    m, fg, bg = out["mask"], out["foreground"], out["background"]
+    assert torch.equal(out["video"], m * fg + (1 - m) * bg[:, :, None])
+    # The streams are really different, so the test above checks something.
+    assert (fg - bg[:, :, None]).abs().max() > 1e-4 and 0.01 < m.mean() < 0.99
+
+
+def test_noise_gives_different_videos() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(**TINY, noise_dim=4)
+    image = (torch.rand(1, 3, 16, 16) * 2 - 1).expand(2, -1, -1, -1)
+    z = torch.randn(2, 4)
+    out = model.generate(image, z=z)["video"]
+    assert (out[0] - out[1]).abs().max() > 1e-4
+    assert torch.equal(model.generate(image, z=z)["video"], out)  # same z, same clip
+    deterministic = VideoGAN(**TINY).generate(image)["video"]  # the published G: no noise
+    assert torch.equal(deterministic[0], deterministic[1])
+
+
+def test_text_conditioning_changes_video_and_logit() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER)
+    batch = batch_of(2)
+    image = batch["video"][:1, :, 0].expand(2, -1, -1, -1)
+    out = model.generate(image, batch["text"])["video"]
+    assert batch["labels"]["colour"].tolist() == [0, 1]
+    assert (out[0] - out[1]).abs().max() > 1e-4
+    with pytest.raises(T2VError, match="text features"):
+        model.generate(image)
+    model.eval()
+    embedding = model.embed(batch["text"])
+    clip = batch["video"][:1].expand(2, -1, -1, -1, -1)
+    logits = model.discriminator(clip, embedding)
+    assert (logits[0] - logits[1]).abs() > 1e-6
+
+
+def test_training_updates_gan_but_not_text_encoder(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER, noise_dim=2)
+    before = copy.deepcopy(model.state_dict())
+    record = Record()
+    batches = 3
+    fit = trainer(tmp_path, steps=2 * batches, callbacks=[record])
+    fit.fit(model, DataLoader(Clips(24), batch_size=8, shuffle=True))
+    after = model.state_dict()
+
+    def changed(prefix: str) -> bool:
+        return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+    assert changed("generator.encoder.") and changed("generator.condition.") and changed("generator.to_mask.")
+    assert (
+        changed("discriminator.features.") and changed("discriminator.condition.") and changed("discriminator.logit.")
+    )
+    text_keys = [k for k in before if k.startswith("text_encoder.")]
+    assert text_keys and all(torch.equal(before[k], after[k]) for k in text_keys)
+    assert record.text_encoder_training == [False] * batches
+    assert int(model.gan_step) == batches and fit.global_step == 2 * batches
+    logged = record.metrics[-1]
+    for name in ("d_loss", "d_real", "d_fake", "d_wrong", "g_loss", "recon_l1", "mask_l1"):
+        assert math.isfinite(logged[f"train/{name}"]), name
+    assert 0 < logged["train/mask_l1"] < 1 and 0 < logged["train/d_wrong"] < 1
+
+
+def test_first_frame_is_learnt_unconditionally(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    model = VideoGAN(**TINY, lr_g=1e-3)
+    record = Record()
+    trainer(tmp_path, steps=2 * 30, callbacks=[record]).fit(model, DataLoader(Clips(16), batch_size=8, shuffle=True))
+    recon = [m["train/recon_l1"] for m in record.metrics]
+    assert len(recon) == 30
+    assert sum(recon[-5:]) / 5 < 0.6 * sum(recon[:5]) / 5, recon
+    assert all("train/d_wrong" not in m for m in record.metrics)
+    assert {"train/d_loss", "train/d_real", "train/d_fake", "train/g_loss", "train/mask_l1"} <= set(record.metrics[-1])
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER, noise_dim=2, ema_decay=0.9)
+    fit = trainer(tmp_path, steps=4)
+    fit.fit(model, DataLoader(Clips(16), batch_size=8))
+    path = tmp_path / "videogan.ckpt"
+    fit.save_checkpoint(path)
+    # The EMA copy carries the trained BN statistics, not its initial ones.
+    ema_bn = model.generator_ema.module.background[1].running_mean
+    assert torch.equal(ema_bn, model.generator.background[1].running_mean) and ema_bn.abs().sum() > 0
+
+    loaded = VideoGAN.load_from_checkpoint(path)
+    batch = batch_of(4)
+    z = torch.randn(4, 2)
+    a = model.generate(batch["video"][:, :, 0], batch["text"], z)
+    b = loaded.generate(batch["video"][:, :, 0], batch["text"], z)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(loaded.gan_step) == 2
+
+
+def test_bf16_mixed_step_is_finite(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER)
+    record = Record()
+    trainer(tmp_path, steps=2, callbacks=[record], precision="bf16-mixed").fit(
+        model, DataLoader(Clips(8), batch_size=8)
+    )
+    logged = record.metrics[-1]
+    assert all(math.isfinite(logged[f"train/{k}"]) for k in ("d_loss", "g_loss", "recon_l1", "d_wrong"))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_upstream_hooks_and_artifact(tmp_path: Path) -> None:
+    assert VideoGAN.upstream_kwargs({}) == {}
+    manifests = {"siamese": {"text_encoder": TEXT_ENCODER, "checkpoint": str(tmp_path / "siamese.ckpt")}}
+    assert VideoGAN.upstream_kwargs(manifests) == {"text_encoder": TEXT_ENCODER}
+
+    source = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER)
+    torch.nn.init.normal_(source.text_encoder.head[0].weight)  # weights the target cannot have by chance
+    state = {f"text_encoder.{k}": v for k, v in source.text_encoder.state_dict().items()}
+    torch.save({"state_dict": {**state, "image_encoder.x": torch.zeros(1)}}, tmp_path / "siamese.ckpt")
+    target = VideoGAN(**TINY, **VideoGAN.upstream_kwargs(manifests), text_conditioning=True)
+    target.load_upstream(manifests)
+    with pytest.raises(T2VError, match="stage.upstream.siamese"):
+        target.load_upstream({})
+    assert torch.equal(target.text_encoder.head[0].weight, source.text_encoder.head[0].weight)
+
+    dims = target.export_artifact(tmp_path, None)["dims"]
+    assert dims == {"frames": 8, "size": 16, "text_conditioning": True, "embedding": 16}
+    assert VideoGAN(**TINY).export_artifact(tmp_path, None)["dims"]["embedding"] is None
+
+
+def test_mismatched_inputs_are_reported() -> None:
+    model = VideoGAN(**TINY)
+    with pytest.raises(T2VError, match=r"model.frames/model.size"):
+        model.discriminator_terms(batch_of(2, frames=16))
+    with pytest.raises(T2VError, match="data.with_video=true"):
+        model.generator_terms({"text": torch.zeros(2, 4)})
+    with pytest.raises(T2VError, match="resize the frames to 16x16"):
+        model.generate(torch.zeros(2, 3, 32, 32))
