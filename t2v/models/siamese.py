@@ -59,10 +59,15 @@ class TextEncoder(nn.Module):
         self.vae.eval()  # frozen: no slot dropout, deterministic mean
         return self
 
-    def forward(self, features: Tensor) -> Tensor:
+    def forward(self, features: Tensor, with_code: bool = False) -> Tensor:
+        """The embedding; with ``with_code``, followed by the VAE code it was computed from."""
         with torch.no_grad():
             mu, _ = self.vae.encode(features)
-        return self.head(mu)
+        embedding = self.head(mu)
+        return torch.cat([embedding, mu], dim=-1) if with_code else embedding
+
+    def out_dim(self, with_code: bool = False) -> int:
+        return self.embed_dim + (self.vae.hparams.latent_dim if with_code else 0)
 
 
 class ImageEncoder(nn.Module):

@@ -204,6 +204,7 @@ class VideoGAN(AdversarialModule):
         noise_dim: int = 0,
         text_conditioning: bool = False,
         text_encoder: dict[str, Any] | None = None,
+        text_code: bool = False,
         cond_dim: int = 128,
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
@@ -239,7 +240,7 @@ class VideoGAN(AdversarialModule):
         if text_conditioning:
             assert text_encoder is not None
             self.text_encoder = freeze(TextEncoder(**text_encoder))
-            embed_dim = self.text_encoder.embed_dim
+            embed_dim = self.text_encoder.out_dim(text_code)
         self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim)
         self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
         self.generator.apply(init_weights)
@@ -285,7 +286,7 @@ class VideoGAN(AdversarialModule):
         if text_features is None:
             raise T2VError("this videogan model is text-conditioned; pass the caption's text features")
         with torch.no_grad():
-            return self.text_encoder(text_features)
+            return self.text_encoder(text_features, with_code=self.hparams.text_code)
 
     def noise(self, batch_size: int, device: torch.device) -> Tensor | None:
         noise_dim = self.hparams.noise_dim

@@ -255,3 +255,16 @@ def test_mismatched_inputs_are_reported() -> None:
         model.generator_terms({"text": torch.zeros(2, 4)})
     with pytest.raises(T2VError, match="resize the frames to 16x16"):
         model.generate(torch.zeros(2, 3, 32, 32))
+
+
+def test_text_code_joins_the_vae_code_to_the_embedding() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(**TINY, text_conditioning=True, text_code=True, text_encoder=TEXT_ENCODER)
+    batch = batch_of(2)
+    embedding = model.embed(batch["text"])
+    latent = TEXT_ENCODER["vae"]["latent_dim"]
+    assert embedding.shape == (2, TEXT_ENCODER["embed_dim"] + latent)
+    mu, _ = model.text_encoder.vae.encode(batch["text"])
+    assert torch.equal(embedding[:, -latent:], mu)
+    image = batch["video"][:1, :, 0].expand(2, -1, -1, -1)
+    assert model.generate(image, batch["text"])["video"].shape == (2, 3, TINY["frames"], TINY["size"], TINY["size"])
