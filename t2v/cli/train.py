@@ -21,7 +21,6 @@ from t2v.errors import T2VError
 from t2v.pipeline import artifacts
 from t2v.text.featurizer import FastTextFeaturizer
 
-log = logging.getLogger(__name__)
 # Lightning advertises a cloud product at every start; keep the console for t2v's own lines.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage()
@@ -85,10 +84,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         summary = summarize(cfg, trainer, history, started)
+        summary["wandb_run"] = wandb_run_dir(loggers)
         close_loggers(loggers)  # before the report, so W&B's own summary does not bury it
         if trainer.is_global_zero:
             summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved, upstream)
-            summary["wandb_run"] = wandb_run_dir(loggers)
             (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
             report(summary, output_dir)
     finally:

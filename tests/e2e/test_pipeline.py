@@ -63,6 +63,18 @@ def test_every_stage_reloads_from_its_checkpoint(chain: Path) -> None:
     assert videogan["dims"]["text_conditioning"] is True and videogan["upstream"]["siamese"]
 
 
+def test_siamese_stage_alone_reads_the_latest_vae(chain: Path, tmp_path: Path) -> None:
+    from t2v.models.siamese import SiameseEmbedding
+
+    run_dir = tmp_path / "siamese"
+    result = run_entry("train.py", "stage=siamese", *TINY, "publish=false", f"hydra.run.dir={run_dir}",
+                       *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val/recall@1", "val/recall@5", "val/recall@10"} <= set(metrics["final"])
+    SiameseEmbedding.load_from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+
+
 @pytest.mark.parametrize("stage", ["stage1", "videogan"])
 def test_gan_stage_runs_as_two_process_ddp(chain: Path, tmp_path: Path, stage: str) -> None:
     run_dir = tmp_path / "ddp"
