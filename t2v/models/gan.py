@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from t2v.errors import T2VError
+
 GAN_LOSSES = ("bce", "hinge")
 
 
@@ -55,6 +57,16 @@ class GanLoss:
         if self.kind == "hinge":
             return -logits.mean()
         return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+def downsampling_levels(size: int) -> int:
+    """How many x2 steps lie between 4x4 and ``size``; both GANs' stacks work on powers of 2 only."""
+    if size < 16 or size & (size - 1):
+        raise T2VError(
+            f"model.size={size} must be a power of 2 of at least 16 (the networks halve it down to 4x4; "
+            "it follows data.size); use data.size=16, 32, 64 or 128"
+        )
+    return size.bit_length() - 3  # log2(size) - log2(4)
 
 
 def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -> Tensor:

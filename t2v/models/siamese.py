@@ -54,11 +54,6 @@ class TextEncoder(nn.Module):
         self.head = head(vae["latent_dim"], hidden_dim, embed_dim, dropout, final_relu)
         self.embed_dim = embed_dim
 
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        self.vae.eval()  # frozen: no slot dropout, deterministic mean
-        return self
-
     def forward(self, features: Tensor, with_code: bool = False) -> Tensor:
         """The embedding; with ``with_code``, followed by the VAE code it was computed from."""
         with torch.no_grad():

@@ -25,23 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from t2v.errors import T2VError
-from t2v.models.gan import AdversarialModule, mismatched_indices, probability
+from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
 from t2v.models.siamese import TextEncoder, caption_keys
 from t2v.models.upstream import freeze, load_submodule
 
 # The published widths (StackGAN GF_DIM 128 and DF_DIM 64), which ``width`` multiplies.
 GF_DIM, DF_DIM = 128, 64
 MIN_CHANNELS = 4
-
-
-def check_size(size: int) -> int:
-    """The number of x2 steps between 4x4 and ``size``; every stage of G and D works on powers of 2."""
-    if size < 16 or size & (size - 1):
-        raise T2VError(
-            f"model.size={size} (it follows data.size) is not a power of 2 of at least 16; "
-            "set data.size to 16, 32, 64 or 128"
-        )
-    return size.bit_length() - 3  # log2(size) - log2(4)
 
 
 def scaled(channels: float, width: float) -> int:
@@ -194,7 +184,7 @@ class Stage1GAN(AdversarialModule):
             lr_g=lr_g, lr_d=lr_d, betas=betas, d_steps=d_steps, gan_loss=gan_loss, clip_grad_norm=clip_grad_norm,
             ema_decay=ema_decay, ema_start=ema_start,
         )  # fmt: skip
-        steps = check_size(size)
+        steps = downsampling_levels(size)
         if width <= 0:
             raise T2VError(f"model.width={width} must be positive; 1.0 is the published size, 0.125 a CPU-sized one")
         self.save_hyperparameters()
@@ -208,11 +198,6 @@ class Stage1GAN(AdversarialModule):
         self.generator.apply(init_dcgan)
         self.discriminator.apply(init_dcgan)
         self.setup_ema()
-
-    def train(self, mode: bool = True) -> Stage1GAN:
-        super().train(mode)
-        self.text_encoder.eval()  # frozen: no dropout in its head, whatever Lightning switches on
-        return self
 
     # -- upstream / artifact ----------------------------------------------------------------------
     @classmethod

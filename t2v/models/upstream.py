@@ -10,6 +10,7 @@ A stage module with upstream stages implements two hooks that the training app c
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import torch
@@ -23,7 +24,14 @@ def load_submodule(module: nn.Module, checkpoint: str | Path, prefix: str = "") 
     module.load_state_dict(picked)
 
 
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
 def freeze(module: nn.Module) -> nn.Module:
-    """No gradients, eval mode (no dropout): a fixed function of its input."""
+    """No gradients, and eval mode for good (no dropout, BatchNorm/VAE in inference form): a fixed
+    function of its input. Lightning switches the whole LightningModule to train mode every epoch; the
+    frozen part ignores that, so no owner has to switch it back."""
     module.requires_grad_(False)
+    module.train = types.MethodType(_stay_in_eval, module)
     return module.eval()

@@ -18,7 +18,6 @@ Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm g
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2v.errors import T2VError
-from t2v.models.gan import AdversarialModule, mismatched_indices, probability
+from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
 from t2v.models.siamese import TextEncoder, caption_keys
 from t2v.models.upstream import freeze, load_submodule
 
@@ -38,19 +37,9 @@ BOTTLENECK_CHANNELS = 1024
 BN_EPS = 1e-3
 
 
-def stride_levels(size: int) -> int:
-    """How many stride-2 levels take a size x size frame down to 4 x 4."""
-    return int(math.log2(size // 4))
-
-
 def check_geometry(frames: int, size: int) -> None:
     """Reject sizes and clip lengths the stride-2 stacks cannot take down to (T / 2**n) x 4 x 4."""
-    if size < 16 or size & (size - 1):
-        raise T2VError(
-            f"model.size={size} must be a power of 2 of at least 16 (the networks halve it down to 4x4); "
-            "use data.size=16, 32, 64 or 128"
-        )
-    n = stride_levels(size)
+    n = downsampling_levels(size)
     if frames < 2**n or frames % 2**n:
         raise T2VError(
             f"model.frames={frames} does not fit the discriminator's {n} stride-2 levels at size {size}; "
@@ -64,7 +53,7 @@ def level_channels(size: int, width: float) -> list[int]:
     Each level doubles the channels and the deepest has ``1024 * width``, which gives the published
     128, 256, 512, 1024 at size 64 and width 1.
     """
-    n = stride_levels(size)
+    n = downsampling_levels(size)
     top = BOTTLENECK_CHANNELS * width
     return [max(1, round(top / 2 ** (n - 1 - i))) for i in range(n)]
 
@@ -100,7 +89,7 @@ class VideoGenerator(nn.Module):
     def __init__(self, frames: int, size: int, width: float, noise_dim: int, embed_dim: int, cond_dim: int) -> None:
         super().__init__()
         channels = level_channels(size, width)
-        top, t0 = channels[-1], frames // 2 ** stride_levels(size)
+        top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
         self.noise_dim = noise_dim
 
         encoder: list[nn.Module] = []
@@ -160,7 +149,7 @@ class VideoDiscriminator(nn.Module):
     def __init__(self, frames: int, size: int, width: float, embed_dim: int, cond_dim: int) -> None:
         super().__init__()
         channels = level_channels(size, width)
-        top, t0 = channels[-1], frames // 2 ** stride_levels(size)
+        top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
         layers: list[nn.Module] = []
         previous = 3
         for i, c in enumerate(channels):
@@ -273,12 +262,6 @@ class VideoGAN(AdversarialModule):
         }
 
     # -- the model ------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> VideoGAN:
-        super().train(mode)
-        if self.text_encoder is not None:
-            self.text_encoder.eval()  # frozen: no dropout in its head, a fixed function of the caption
-        return self
-
     def embed(self, text_features: Tensor | None) -> Tensor | None:
         """The frozen caption embedding, or None without text conditioning."""
         if self.text_encoder is None:
