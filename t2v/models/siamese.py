@@ -105,6 +105,28 @@ def euclidean(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).pow(2).sum(-1).clamp_min(1e-7).sqrt()
 
 
+def embedding_loss(kind: str, text: Tensor, image: Tensor, keys: Tensor, margin: float, temperature: float) -> Tensor:
+    """The siamese objective ``kind`` (one of SIAMESE_LOSSES) on row-aligned matching (text, image) pairs.
+
+    ``keys`` say what each caption means, so rows that say the same thing are never used as negatives.
+    Also what stage-I's generator minimises for its own images when ``match_weight`` > 0.
+    """
+    if kind == "infonce":
+        logits = -torch.cdist(text, image).pow(2) / temperature
+        same = (keys[:, None, :] == keys[None, :, :]).all(-1)
+        # Other rows that say the same thing are not negatives: mask them out of the softmax.
+        logits = logits.masked_fill(same & ~torch.eye(len(text), dtype=torch.bool, device=text.device), -1e4)
+        target = torch.arange(len(text), device=text.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    wrong = mismatched_indices(keys)
+    positive, negative = euclidean(text, image), euclidean(text, image[wrong])
+    if kind == "triplet":
+        return F.relu(positive - negative + margin).mean()
+    distance = torch.cat([positive, negative])
+    match = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
+    return contrastive_loss(distance, match, margin)
+
+
 class SiameseEmbedding(pl.LightningModule):
     """Learns text and image encoders whose outputs are close for matching caption/frame pairs."""
 
@@ -145,8 +167,23 @@ class SiameseEmbedding(pl.LightningModule):
         return {"vae": p.vae, "embed_dim": p.embed_dim, "hidden_dim": p.hidden_dim, "dropout": p.dropout,
                 "final_relu": p.final_relu}  # fmt: skip
 
+    def image_encoder_hparams(self) -> dict[str, Any]:
+        """The image branch's architecture (stage-I rebuilds it for its optional matching loss)."""
+        p = self.hparams
+        return {"widths": list(p.image_widths), "hidden_dim": p.hidden_dim, "embed_dim": p.embed_dim,
+                "dropout": p.dropout, "final_relu": p.final_relu}  # fmt: skip
+
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
-        return {"text_encoder": self.text_encoder_hparams(), "dims": {"embedding": self.hparams.embed_dim}}
+        return {
+            "text_encoder": self.text_encoder_hparams(),
+            "image_encoder": self.image_encoder_hparams(),
+            "objective": {
+                "kind": self.hparams.loss,
+                "margin": self.hparams.margin,
+                "temperature": self.hparams.temperature,
+            },  # fmt: skip
+            "dims": {"embedding": self.hparams.embed_dim},
+        }
 
     # -- the model ------------------------------------------------------------------------------
     def pick_frames(self, video: Tensor) -> tuple[Tensor, Tensor]:
@@ -162,20 +199,7 @@ class SiameseEmbedding(pl.LightningModule):
     def loss(self, text: Tensor, image: Tensor, keys: Tensor) -> Tensor:
         """``text`` and ``image`` are row-aligned matching pairs; ``keys`` say what each caption means."""
         p = self.hparams
-        if p.loss == "infonce":
-            logits = -torch.cdist(text, image).pow(2) / p.temperature
-            same = (keys[:, None, :] == keys[None, :, :]).all(-1)
-            # Other rows that say the same thing are not negatives: mask them out of the softmax.
-            logits = logits.masked_fill(same & ~torch.eye(len(text), dtype=torch.bool, device=text.device), -1e4)
-            target = torch.arange(len(text), device=text.device)
-            return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        wrong = mismatched_indices(keys)
-        positive, negative = euclidean(text, image), euclidean(text, image[wrong])
-        if p.loss == "triplet":
-            return F.relu(positive - negative + p.margin).mean()
-        distance = torch.cat([positive, negative])
-        match = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
-        return contrastive_loss(distance, match, p.margin)
+        return embedding_loss(p.loss, text, image, keys, margin=p.margin, temperature=p.temperature)
 
     def embed(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """(text embeddings, image embeddings, caption keys), row-aligned."""

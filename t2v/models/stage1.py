@@ -10,6 +10,8 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
 - D (the TensorFlow original's head): stride-2 4x4 convs down to 4x4; the embedding through its own
   FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
 - Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
+- Optional (``match_weight`` > 0, off as published): G also minimises the siamese objective between its
+  images, seen by the frozen siamese image encoder, and their captions (a semantic term, as AttnGAN's DAMSM).
 
 The CA network lives inside ``self.generator`` (a :class:`ConditionedGenerator`), so the G optimizer and
 the EMA copy both cover it: sampling from the EMA generator uses the matching EMA CA.
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 
 from t2v.errors import T2VError
 from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
-from t2v.models.siamese import TextEncoder, caption_keys
+from t2v.models.siamese import ImageEncoder, TextEncoder, caption_keys, embedding_loss
 from t2v.models.upstream import freeze, load_submodule
 
 # The published widths (StackGAN GF_DIM 128 and DF_DIM 64), which ``width`` multiplies.
@@ -165,6 +167,9 @@ class Stage1GAN(AdversarialModule):
     def __init__(
         self,
         text_encoder: dict[str, Any],
+        image_encoder: dict[str, Any] | None = None,
+        objective: dict[str, Any] | None = None,
+        match_weight: float = 0.0,
         size: int = 64,
         frame: int = 0,
         z_dim: int = 100,
@@ -187,11 +192,20 @@ class Stage1GAN(AdversarialModule):
         steps = downsampling_levels(size)
         if width <= 0:
             raise T2VError(f"model.width={width} must be positive; 1.0 is the published size, 0.125 a CPU-sized one")
+        if match_weight < 0:
+            raise T2VError(f"model.match_weight={match_weight} must be 0 or more")
+        if match_weight and not (image_encoder and objective):
+            raise T2VError(
+                "model.match_weight > 0 needs the siamese image encoder, which this siamese artifact does not "
+                "record; retrain it (python train.py stage=siamese) or set model.match_weight=0"
+            )
         self.save_hyperparameters()
         # Lightning leaves out an __init__ argument named `frame` (a parameter name of its own), so
         # without this the checkpoint would forget it and load_from_checkpoint would reset it to 0.
         self.save_hyperparameters({"frame": frame})
         self.text_encoder = freeze(TextEncoder(**text_encoder))
+        # The siamese image branch, frozen, judges whether G's images match their captions.
+        self.image_encoder = freeze(ImageEncoder(**image_encoder)) if match_weight and image_encoder else None
         embed_dim = self.text_encoder.embed_dim
         self.generator = ConditionedGenerator(embed_dim, z_dim, c_dim, scaled(GF_DIM * 8, width), steps)
         self.discriminator = MatchingDiscriminator(embed_dim, c_dim, scaled(DF_DIM, width), steps)
@@ -202,10 +216,13 @@ class Stage1GAN(AdversarialModule):
     # -- upstream / artifact ----------------------------------------------------------------------
     @classmethod
     def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return {"text_encoder": manifests["siamese"]["text_encoder"]}
+        siamese = manifests["siamese"]
+        return {key: siamese.get(key) for key in ("text_encoder", "image_encoder", "objective")}
 
     def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
         load_submodule(self.text_encoder, manifests["siamese"]["checkpoint"], prefix="text_encoder.")
+        if self.image_encoder is not None:
+            load_submodule(self.image_encoder, manifests["siamese"]["checkpoint"], prefix="image_encoder.")
 
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
         return {"dims": {"image_size": self.hparams.size, "embedding": self.text_encoder.embed_dim}}
@@ -280,5 +297,20 @@ class Stage1GAN(AdversarialModule):
         embedding = self.embed_text(batch["text"])
         fake, mu, log_sigma = self.generator(embedding, self.noise(len(embedding), embedding.device))
         kl = kl_divergence(mu, log_sigma)
-        loss = self.gan.generator(self.discriminator(fake, embedding)) + self.hparams.kl_weight * kl
-        return {"g_loss": loss, "kl": kl.detach()}
+        adversarial = self.gan.generator(self.discriminator(fake, embedding))
+        loss = adversarial + self.hparams.kl_weight * kl
+        terms = {"g_adv": adversarial.detach(), "kl": kl.detach()}
+        if self.image_encoder is not None:
+            match = self.match_loss(fake, embedding, caption_keys(batch))
+            loss = loss + self.hparams.match_weight * match
+            terms["match"] = match.detach()
+        return {"g_loss": loss, **terms}
+
+    def match_loss(self, images: Tensor, embedding: Tensor, keys: Tensor) -> Tensor:
+        """The siamese objective between G's images (through the frozen image encoder) and their captions:
+        a semantic term, like AttnGAN's DAMSM loss, that rewards images the siamese model reads as the caption."""
+        objective = self.hparams.objective
+        image_embedding = self.image_encoder(images).float()
+        return embedding_loss(
+            objective["kind"], embedding.float(), image_embedding, keys, objective["margin"], objective["temperature"]
+        )

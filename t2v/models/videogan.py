@@ -9,9 +9,12 @@ and a channel-width multiplier (``width=1.0`` is the published network):
 - D is a stride-2 3D conv stack down to (T / 2**n) x 4 x 4 and one logit per clip.
 - G's loss adds ``recon_weight * L1(first generated frame, input frame)``.
 
-Two departures, both off by default: ``noise_dim > 0`` joins a noise code at the bottleneck (the
-published G is deterministic given the image), and ``text_conditioning`` joins a frozen siamese
-caption embedding to G's bottleneck and makes D matching-aware on (video, caption) pairs.
+Departures, all off by default: ``noise_dim > 0`` joins a noise code at the bottleneck (the
+published G is deterministic given the image); ``text_conditioning`` joins a frozen siamese
+caption embedding to G's bottleneck and makes D matching-aware on (video, caption) pairs;
+``clip_l1 > 0`` adds an L1 term between the whole generated clip and the real one (pix2pix's
+supervised term), which teaches the caption's motion in far fewer steps than D alone; ``skips``
+gives G's decoders U-Net skip connections from the frame encoder.
 
 Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm gamma N(1, 0.02).
 """
@@ -84,47 +87,72 @@ def condition_projection(embed_dim: int, cond_dim: int) -> nn.Sequential:
 
 
 class VideoGenerator(nn.Module):
-    """First frame (+ caption embedding, + noise) -> background, foreground, mask and the composed clip."""
+    """First frame (+ caption embedding, + noise) -> background, foreground, mask and the composed clip.
 
-    def __init__(self, frames: int, size: int, width: float, noise_dim: int, embed_dim: int, cond_dim: int) -> None:
+    With ``skips`` (off as published), every decoder level also sees the frame encoder's features at its
+    resolution (tiled over time in the 3D stream), U-Net style: G no longer has to squeeze the whole
+    frame through the 4 x 4 bottleneck to redraw it, and learns the motion much sooner.
+    """
+
+    def __init__(
+        self, frames: int, size: int, width: float, noise_dim: int, embed_dim: int, cond_dim: int, skips: bool = False
+    ) -> None:
         super().__init__()
         channels = level_channels(size, width)
         top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
-        self.noise_dim = noise_dim
+        self.noise_dim, self.skips = noise_dim, skips
 
-        encoder: list[nn.Module] = []
+        self.encoder = nn.ModuleList()
         previous = 3
         for i, c in enumerate(channels):
-            encoder.append(nn.Conv2d(previous, c, 4, 2, 1))
-            if i > 0:  # as published: no BN on the first layer
-                encoder.append(nn.BatchNorm2d(c, eps=BN_EPS))
-            encoder.append(nn.ReLU())
+            # as published: no BN on the first layer
+            norm = [nn.BatchNorm2d(c, eps=BN_EPS)] if i > 0 else []
+            self.encoder.append(nn.Sequential(nn.Conv2d(previous, c, 4, 2, 1), *norm, nn.ReLU()))
             previous = c
-        self.encoder = nn.Sequential(*encoder)
 
         self.condition = condition_projection(embed_dim, cond_dim) if embed_dim else None
         joined = top + noise_dim + (cond_dim if embed_dim else 0)
+        # Channels each decoder level takes in from the encoder: none at the bottleneck (it is in `joined`).
+        skip_in = [c if skips else 0 for c in reversed(channels[:-1])]
+        widths = list(reversed(channels[:-1]))
 
         # Both decoders mirror the encoder's channels back up; the last level goes to pixels.
-        background: list[nn.Module] = []
+        self.background = nn.ModuleList()
         previous = joined
-        for c in reversed(channels[:-1]):
-            background += [nn.ConvTranspose2d(previous, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU()]
+        for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
+            self.background.append(
+                nn.Sequential(nn.ConvTranspose2d(previous + extra, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU())
+            )
             previous = c
-        self.background = nn.Sequential(*background, nn.ConvTranspose2d(previous, 3, 4, 2, 1), nn.Tanh())
+        self.to_background = nn.Sequential(nn.ConvTranspose2d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
 
         # The code is a single time step; a (t0, 1, 1) kernel unfolds it into t0 steps.
-        foreground: list[nn.Module] = [nn.ConvTranspose3d(joined, top, (t0, 1, 1)), nn.BatchNorm3d(top), nn.ReLU()]
+        self.unfold = nn.Sequential(nn.ConvTranspose3d(joined, top, (t0, 1, 1)), nn.BatchNorm3d(top), nn.ReLU())
+        self.foreground = nn.ModuleList()
         previous = top
-        for c in reversed(channels[:-1]):
-            foreground += [nn.ConvTranspose3d(previous, c, 4, 2, 1), nn.BatchNorm3d(c), nn.ReLU()]
+        for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
+            self.foreground.append(
+                nn.Sequential(nn.ConvTranspose3d(previous + extra, c, 4, 2, 1), nn.BatchNorm3d(c), nn.ReLU())
+            )
             previous = c
-        self.foreground = nn.Sequential(*foreground)
-        self.to_foreground = nn.Sequential(nn.ConvTranspose3d(previous, 3, 4, 2, 1), nn.Tanh())
-        self.to_mask = nn.Sequential(nn.ConvTranspose3d(previous, 1, 4, 2, 1), nn.Sigmoid())
+        self.to_foreground = nn.Sequential(nn.ConvTranspose3d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
+        self.to_mask = nn.Sequential(nn.ConvTranspose3d(previous + skip_in[-1], 1, 4, 2, 1), nn.Sigmoid())
+
+    def with_skip(self, hidden: Tensor, features: list[Tensor]) -> Tensor:
+        """``hidden`` joined with the encoder features of its resolution (tiled over time for video)."""
+        if not self.skips or hidden.shape[-1] == features[-1].shape[-1]:  # the bottleneck is already in
+            return hidden
+        skip = next(f for f in features if f.shape[-1] == hidden.shape[-1])
+        if hidden.dim() == 5:
+            skip = skip.unsqueeze(2).expand(-1, -1, hidden.shape[2], -1, -1)
+        return torch.cat([hidden, skip.to(hidden.dtype)], dim=1)
 
     def forward(self, image: Tensor, embedding: Tensor | None = None, z: Tensor | None = None) -> dict[str, Tensor]:
-        code = self.encoder(image)
+        features = []
+        code = image
+        for level in self.encoder:
+            code = level(code)
+            features.append(code)
         parts = [code]
         if self.noise_dim:
             if z is None:
@@ -135,8 +163,15 @@ class VideoGenerator(nn.Module):
                 raise ValueError("this generator is text-conditioned and needs a caption embedding")
             parts.append(tile(self.condition(embedding).to(code.dtype), code))
         joined = torch.cat(parts, dim=1)
-        background = self.background(joined)
-        hidden = self.foreground(joined.unsqueeze(2))
+
+        background = joined
+        for level in self.background:
+            background = level(self.with_skip(background, features))
+        background = self.to_background(self.with_skip(background, features))
+        hidden = self.unfold(joined.unsqueeze(2))
+        for level in self.foreground:
+            hidden = level(self.with_skip(hidden, features))
+        hidden = self.with_skip(hidden, features)
         foreground, mask = self.to_foreground(hidden), self.to_mask(hidden)
         video = mask * foreground + (1 - mask) * background.unsqueeze(2)
         return {"video": video, "foreground": foreground, "background": background, "mask": mask}
@@ -189,6 +224,8 @@ class VideoGAN(AdversarialModule):
         size: int = 64,
         width: float = 1.0,
         recon_weight: float = 10.0,
+        clip_l1: float = 0.0,
+        skips: bool = False,
         mask_l1: float = 0.0,
         noise_dim: int = 0,
         text_conditioning: bool = False,
@@ -211,7 +248,12 @@ class VideoGAN(AdversarialModule):
         check_geometry(frames, size)
         if width <= 0:
             raise T2VError(f"model.width={width} must be positive; 1.0 is the published network, 0.125 a CPU-sized one")
-        for name, value in (("recon_weight", recon_weight), ("mask_l1", mask_l1), ("noise_dim", noise_dim)):
+        for name, value in (
+            ("recon_weight", recon_weight),
+            ("clip_l1", clip_l1),
+            ("mask_l1", mask_l1),
+            ("noise_dim", noise_dim),
+        ):
             if value < 0:
                 raise T2VError(f"model.{name}={value} must be 0 or more")
         if text_conditioning and cond_dim < 1:
@@ -230,7 +272,7 @@ class VideoGAN(AdversarialModule):
             assert text_encoder is not None
             self.text_encoder = freeze(TextEncoder(**text_encoder))
             embed_dim = self.text_encoder.out_dim(text_code)
-        self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim)
+        self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim, skips)
         self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
         self.generator.apply(init_weights)
         self.discriminator.apply(init_weights)
@@ -318,12 +360,19 @@ class VideoGAN(AdversarialModule):
         embedding = self.embed(batch.get("text"))
         out = self.fake(batch, embedding)
         adversarial = self.gan.generator(self.discriminator(out["video"], embedding))
-        recon = F.l1_loss(out["video"][:, :, 0].float(), batch["video"][:, :, 0].float())
+        real = batch["video"].float()
+        recon = F.l1_loss(out["video"][:, :, 0].float(), real[:, :, 0])
         mask = out["mask"].float().abs().mean()
         loss = adversarial + p.recon_weight * recon
+        terms = {"g_adv": adversarial.detach(), "recon_l1": recon.detach(), "mask_l1": mask.detach()}
+        if p.clip_l1:
+            # Supervised, as pix2pix: the real clip that starts at this frame and fits this caption.
+            clip = F.l1_loss(out["video"].float(), real)
+            loss = loss + p.clip_l1 * clip
+            terms["clip_l1"] = clip.detach()
         if p.mask_l1:
             loss = loss + p.mask_l1 * mask
-        return {"g_loss": loss, "g_adv": adversarial.detach(), "recon_l1": recon.detach(), "mask_l1": mask.detach()}
+        return {"g_loss": loss, **terms}
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()

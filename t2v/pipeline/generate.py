@@ -55,7 +55,7 @@ class TextToVideo:
                 place = Path(artifacts_dir) / name if where[name] == "latest" else where[name]
                 raise T2VError(
                     f"generate needs a trained {name} artifact and there is none at {place}; make the whole "
-                    "chain with: python train.py stage=pipeline (or pass artifacts_dir=<folder>)"
+                    "chain with: python train.py stage=pipeline (or pass paths.artifacts_dir=<folder>)"
                 )
             manifests[name] = artifacts.read_manifest(folder)
         check_compatible(manifests["stage1"], manifests["videogan"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -107,3 +109,20 @@ def test_checkpoint_reloads_without_extras_and_upstream_weights_load(tmp_path) -
     reloaded = SiameseEmbedding.load_from_checkpoint(tmp_path / "siamese.ckpt").eval()
     text = ColourClips(4).text
     assert torch.equal(reloaded.text_encoder(text), model.eval().text_encoder(text))
+
+
+def test_the_manifest_describes_both_branches_and_the_objective() -> None:
+    from t2v.models.siamese import ImageEncoder, embedding_loss
+
+    model = tiny()
+    record = model.export_artifact(Path("."), None)
+    image = ImageEncoder(**record["image_encoder"])
+    assert [p.shape for p in image.parameters()] == [p.shape for p in model.image_encoder.parameters()]
+    objective = record["objective"]
+    assert objective["kind"] == model.hparams.loss
+    text, images = torch.randn(6, model.hparams.embed_dim), torch.randn(6, model.hparams.embed_dim)
+    keys = torch.arange(6)[:, None]
+    assert torch.equal(
+        embedding_loss(objective["kind"], text, images, keys, objective["margin"], objective["temperature"]),
+        model.loss(text, images, keys),
+    )

@@ -186,6 +186,7 @@ def test_generator_loss_adds_weighted_kl() -> None:
         assert (terms["g_loss"] - kl_weight * terms["kl"]).item() == pytest.approx(
             F.softplus(torch.tensor(-0.5)).item()
         )
+        assert terms["g_adv"].item() == pytest.approx(F.softplus(torch.tensor(-0.5)).item())
         assert terms["g_loss"].requires_grad
 
 
@@ -288,8 +289,57 @@ def test_config_matches_the_constructor(compose_train) -> None:
     model = instantiate(cfg.model, text_encoder=TEXT_ENCODER, _convert_="all")
     assert isinstance(model, Stage1GAN)
     defaults = {k: v.default for k, v in inspect.signature(Stage1GAN.__init__).parameters.items() if k != "self"}
-    assert set(cfg.model) - {"_target_"} == set(defaults) - {"text_encoder"}
+    upstream = {"text_encoder", "image_encoder", "objective"}
+    assert set(cfg.model) - {"_target_"} == set(defaults) - upstream
     for key, value in model.hparams.items():
-        if key not in ("text_encoder", "size"):
+        if key not in (*upstream, "size"):
             assert value == (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]), key
     assert model.hparams.size == 32
+
+
+IMAGE_ENCODER = {"widths": [4, 8], "hidden_dim": 16, "embed_dim": EMBED_DIM, "dropout": 0.0, "final_relu": False}
+OBJECTIVE = {"kind": "infonce", "margin": 1.0, "temperature": 0.1}
+
+
+def test_match_weight_needs_the_siamese_image_encoder() -> None:
+    with pytest.raises(T2VError, match="model.match_weight > 0 needs the siamese image encoder"):
+        tiny_model(match_weight=1.0)
+    with pytest.raises(T2VError, match="model.match_weight=-1"):
+        tiny_model(match_weight=-1.0, image_encoder=IMAGE_ENCODER, objective=OBJECTIVE)
+    assert tiny_model(image_encoder=IMAGE_ENCODER, objective=OBJECTIVE).image_encoder is None  # off: not built
+
+
+@pytest.mark.parametrize("kind", ["infonce", "contrastive", "triplet"])
+def test_match_loss_reaches_g_and_leaves_the_image_encoder_frozen(kind: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(match_weight=2.0, image_encoder=IMAGE_ENCODER, objective={**OBJECTIVE, "kind": kind})
+    model.train()
+    assert not model.image_encoder.training
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    terms = model.generator_terms(batch_of(BATCH))
+    assert terms["match"] > 0
+    model.match_loss(
+        model.generate(batch_of(BATCH)["text"]), torch.randn(BATCH, EMBED_DIM), torch.arange(BATCH)[:, None]
+    )
+    terms["g_loss"].backward()
+    assert all(p.grad is not None for p in model.generator.net.to_rgb.parameters())
+    assert all(p.grad is None for p in model.image_encoder.parameters())
+
+
+def test_upstream_hooks_load_the_image_encoder(tmp_path: Path) -> None:
+    from t2v.models.siamese import ImageEncoder
+
+    source = ImageEncoder(**IMAGE_ENCODER)
+    for p in source.parameters():
+        p.data.normal_()
+    text = tiny_model().text_encoder
+    path = tmp_path / "siamese.ckpt"
+    state = {f"text_encoder.{k}": v for k, v in text.state_dict().items()}
+    state |= {f"image_encoder.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": state}, path)
+    manifests = {"siamese": {"text_encoder": copy.deepcopy(TEXT_ENCODER), "image_encoder": IMAGE_ENCODER,
+                             "objective": OBJECTIVE, "checkpoint": str(path)}}  # fmt: skip
+    model = Stage1GAN(**Stage1GAN.upstream_kwargs(manifests), match_weight=1.0, size=16, width=0.0625)
+    model.load_upstream(manifests)
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(model.image_encoder(images), source.eval()(images))

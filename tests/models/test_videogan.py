@@ -95,7 +95,9 @@ def test_output_shapes(frames: int, size: int, width: float) -> None:
 
 def test_published_widths() -> None:
     model = VideoGAN()  # width 1.0, 32 x 64 x 64: the encoder ends at 1024 x 4 x 4 (§1.3)
-    code = model.generator.encoder(torch.zeros(1, 3, 64, 64))
+    code = torch.zeros(1, 3, 64, 64)
+    for level in model.generator.encoder:
+        code = level(code)
     assert code.shape == (1, 1024, 4, 4)
     assert round(sum(p.numel() for p in model.generator.parameters()) / 1e6, 1) == 68.2
     assert round(sum(p.numel() for p in model.discriminator.parameters()) / 1e6, 1) == 44.1
@@ -114,6 +116,8 @@ def test_bad_settings_fail_at_construction() -> None:
         VideoGAN(**TINY, text_conditioning=True)
     with pytest.raises(T2VError, match="model.width"):
         VideoGAN(**{**TINY, "width": 0.0})
+    with pytest.raises(T2VError, match="model.clip_l1=-1"):
+        VideoGAN(**TINY, clip_l1=-1)
     VideoGAN(frames=16, size=64, width=0.0625)  # the smallest clip that fits 64 x 64
 
 
@@ -203,8 +207,8 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "videogan.ckpt"
     fit.save_checkpoint(path)
     # The EMA copy carries the trained BN statistics, not its initial ones.
-    ema_bn = model.generator_ema.module.background[1].running_mean
-    assert torch.equal(ema_bn, model.generator.background[1].running_mean) and ema_bn.abs().sum() > 0
+    ema_bn = model.generator_ema.module.background[0][1].running_mean
+    assert torch.equal(ema_bn, model.generator.background[0][1].running_mean) and ema_bn.abs().sum() > 0
 
     loaded = VideoGAN.load_from_checkpoint(path)
     batch = batch_of(4)
@@ -268,3 +272,38 @@ def test_text_code_joins_the_vae_code_to_the_embedding() -> None:
     assert torch.equal(embedding[:, -latent:], mu)
     image = batch["video"][:1, :, 0].expand(2, -1, -1, -1)
     assert model.generate(image, batch["text"])["video"].shape == (2, 3, TINY["frames"], TINY["size"], TINY["size"])
+
+
+def test_clip_l1_is_the_whole_clip_against_the_real_one() -> None:
+    torch.manual_seed(0)
+    batch = batch_of(4)
+    off, on = VideoGAN(**TINY), VideoGAN(**TINY, clip_l1=3.0)
+    on.load_state_dict(off.state_dict())
+    assert "clip_l1" not in off.generator_terms(batch)
+    torch.manual_seed(1)
+    terms_off = off.generator_terms(batch)
+    torch.manual_seed(1)
+    terms = on.generator_terms(batch)
+    fake = on.generator(batch["video"][:, :, 0])["video"]
+    assert terms["clip_l1"].item() == pytest.approx((fake - batch["video"]).abs().mean().item(), rel=1e-5)
+    assert terms["g_loss"].item() == pytest.approx(terms_off["g_loss"].item() + 3.0 * terms["clip_l1"].item(), rel=1e-5)
+
+
+def test_skips_feed_the_encoder_features_to_both_decoders() -> None:
+    torch.manual_seed(0)
+    plain, skipped = VideoGAN(**TINY, noise_dim=2), VideoGAN(**TINY, noise_dim=2, skips=True)
+    count = lambda m: sum(p.numel() for p in m.generator.parameters())  # noqa: E731
+    assert count(skipped) > count(plain)
+    image, z = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 2)
+    out = skipped.generator(image, None, z)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        k: tuple(v.shape) for k, v in plain.generator(image, None, z).items()
+    }
+    # The first encoder level reaches the pixels directly: its gradient flows from the last decoder layer.
+    out["video"].sum().backward()
+    assert skipped.generator.encoder[0][0].weight.grad.abs().sum() > 0
+    first_layer_in = skipped.generator.to_mask[0].in_channels
+    assert (
+        first_layer_in
+        == skipped.generator.foreground[-1][0].out_channels + skipped.generator.encoder[0][0].out_channels
+    )
