@@ -16,8 +16,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from rich.console import Console
 
+from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted
+from t2v.callbacks.loss_plot import GanLossPlot
 from t2v.callbacks.metrics import MetricsHistory, to_number
+from t2v.callbacks.samples import GanSamples
 from t2v.errors import T2VError
+from t2v.loggers import define_gan_metrics
+from t2v.models.gan import AdversarialModule
 from t2v.pipeline import artifacts
 from t2v.text.featurizer import FastTextFeaturizer
 
@@ -80,10 +85,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
     for logger in loggers:
         logger.log_hyperparams(resolved)
+        if isinstance(logger, WandbLogger) and isinstance(model, AdversarialModule):
+            define_gan_metrics(logger)
 
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except GanTrainingAborted:
+            pass  # a non-finite loss: the callback said why and kept the last good checkpoint
         summary = summarize(cfg, trainer, history, started)
+        summary.update(stop_summary(trainer, model))
+        summary.update(monitoring_files(trainer))
         summary["wandb_run"] = wandb_run_dir(loggers)
         close_loggers(loggers)  # before the report, so W&B's own summary does not bury it
         if trainer.is_global_zero:
@@ -180,6 +192,29 @@ def summarize(cfg: DictConfig, trainer: pl.Trainer, history: MetricsHistory, sta
     }
 
 
+def stop_summary(trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, Any]:
+    """How a GAN run ended: ``stop/reason``, ``stop/step`` (GAN steps) and the stop checkpoint, from the
+    stopping callback, or from the step counters when it is switched off (``callbacks.gan_stopping=null``)."""
+    if not isinstance(model, AdversarialModule):
+        return {}
+    stopping = next((c for c in trainer.callbacks if isinstance(c, GanEquilibriumStopping)), None)
+    if stopping is not None and stopping.summary():
+        return stopping.summary()
+    reached = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+    return {"stop/reason": "max_steps" if reached else "max_epochs", "stop/step": int(model.gan_step)}
+
+
+def monitoring_files(trainer: pl.Trainer) -> dict[str, str]:
+    """The GAN loss plot and sample folder, when the callbacks wrote them."""
+    files = {}
+    for callback in trainer.callbacks:
+        if isinstance(callback, GanLossPlot) and callback.written:
+            files["loss_plot"] = str(callback.written)
+        if isinstance(callback, GanSamples) and callback.written:
+            files["samples"] = str(callback.dirpath)
+    return files
+
+
 def publish_stage(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -198,6 +233,7 @@ def publish_stage(
         "upstream": {name: record["folder"] for name, record in upstream.items()},
         "featurizer_dir": inherited_featurizer(upstream),
         "config": resolved,
+        "stop": {k.removeprefix("stop/"): v for k, v in stop_summary(trainer, model).items()} or None,
     }
     export = getattr(model, "export_artifact", None)
     folder = artifacts.publish(
@@ -224,6 +260,11 @@ def report(summary: dict[str, Any], output_dir: Path) -> None:
     for kind, path in summary["checkpoints"].items():
         if path:
             console.print(f"  {kind + ' ckpt':<12} {path}")
+    if summary.get("stop/reason"):
+        console.print(f"  stopped      {summary['stop/reason']} at GAN step {summary['stop/step']}")
+    for kind in ("loss_plot", "samples"):
+        if summary.get(kind):
+            console.print(f"  {kind.replace('_', ' '):<12} {summary[kind]}")
     if summary.get("artifact"):
         console.print(f"  artifact     {summary['artifact']}")
     if summary.get("wandb_run"):

@@ -13,6 +13,12 @@ manual optimization:
   ``global_step`` counts optimizer steps (``d_steps + 1`` per batch); ``optimizer_steps_per_batch``
   lets the training app translate ``trainer.max_steps`` into GAN steps.
 
+Logged under ``train/`` every step (loggers receive them every ``trainer.log_every_n_steps`` GAN
+steps): the subclass's terms (``g_loss``, ``d_loss``, ``d_real``, ``d_fake``, ``d_wrong``, ...) and
+``gan_step``. On the steps the loggers write, also the health signals: ``grad_norm_g`` and
+``grad_norm_d`` (total gradient norms before clipping) and ``diversity`` (the mean per-element
+standard deviation of the generator's batch: it falls towards 0 when the samples collapse to one).
+
 Under DDP the trainer needs ``strategy=ddp_find_unused_parameters_true``: the D update never
 touches G's parameters and vice versa.
 """
@@ -93,6 +99,29 @@ def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -
     return choice
 
 
+def grad_norm(parameters: list[nn.Parameter]) -> Tensor:
+    """The total L2 norm of the gradients of ``parameters`` (0 when none has a gradient)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def batch_diversity(samples: Tensor) -> Tensor:
+    """Intra-batch diversity: the per-element standard deviation across the batch, averaged (0 = all equal)."""
+    flat = samples.detach().float().flatten(1)
+    return flat.std(dim=0).mean() if len(flat) > 1 else torch.zeros((), device=flat.device)
+
+
+def generated_samples(output: Any) -> Tensor | None:
+    """The samples in a generator's output: a tensor, the first tensor of a tuple, or a dict's ``video``/``image``."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        return next((output[k] for k in ("video", "image", "images") if isinstance(output.get(k), Tensor)), None)
+    return None
+
+
 def probability(logits: Tensor) -> Tensor:
     """Mean D output as a probability, for the health signals d_real / d_fake / d_wrong."""
     return torch.sigmoid(logits.detach().float()).mean()
@@ -171,30 +200,62 @@ class AdversarialModule(pl.LightningModule):
         for ema_buffer, buffer in zip(self.generator_ema.module.buffers(), self.generator.buffers(), strict=True):
             ema_buffer.copy_(buffer)
 
-    def _update(self, optimizer: Any, loss: Tensor) -> None:
+    def health_step(self) -> bool:
+        """Whether this batch's health signals are measured: on the GAN steps the loggers write
+        (every ``trainer.log_every_n_steps``), so measuring costs nothing on the other steps."""
+        trainer = self._trainer
+        every = trainer.log_every_n_steps if trainer is not None else 0
+        if not every:
+            return False
+        # global_step is a plain int (no device sync): optimizer steps so far, d_steps + 1 per batch.
+        return (trainer.global_step // self.optimizer_steps_per_batch + 1) % every == 0
+
+    def _update(self, optimizer: Any, loss: Tensor, measure: bool = False) -> Tensor | None:
+        """One optimizer step on ``loss``; with ``measure``, returns the gradient norm before clipping."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        norm = None
+        if measure:
+            norm = grad_norm([p for group in optimizer.param_groups for p in group["params"]])
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: gradients are still scaled
+            if scaler is not None:
+                norm = norm / scaler.get_scale()
         if self.gan_settings["clip_grad_norm"]:
             self.clip_gradients(optimizer, gradient_clip_val=self.gan_settings["clip_grad_norm"],
                                 gradient_clip_algorithm="norm")  # fmt: skip
         optimizer.step()
+        return norm
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
+        measure = self.health_step()
         self.toggle_optimizer(opt_d)
         for _ in range(self.gan_settings["d_steps"]):
             d_terms = self.discriminator_terms(batch)
-            self._update(opt_d, d_terms["d_loss"])
+            d_norm = self._update(opt_d, d_terms["d_loss"], measure)
         self.untoggle_optimizer(opt_d)
 
         self.toggle_optimizer(opt_g)
-        g_terms = self.generator_terms(batch)
-        self._update(opt_g, g_terms["g_loss"])
+        samples: list[Tensor] = []
+        hook = None
+        if measure:  # catch G's output inside generator_terms, whatever the subclass does with it
+            hook = self.generator.register_forward_hook(lambda _m, _i, out: samples.append(generated_samples(out)))
+        try:
+            g_terms = self.generator_terms(batch)
+        finally:
+            if hook is not None:
+                hook.remove()
+        g_norm = self._update(opt_g, g_terms["g_loss"], measure)
         self.untoggle_optimizer(opt_g)
 
         self.gan_step += 1
         self.update_ema()
-        self.log_terms({**d_terms, **g_terms}, batch_size=self.batch_size_of(batch))
+        terms = {**d_terms, **g_terms}
+        if measure:
+            terms.update(grad_norm_d=d_norm, grad_norm_g=g_norm)
+            if samples and samples[-1] is not None:
+                terms["diversity"] = batch_diversity(samples[-1])
+        self.log_terms(terms, batch_size=self.batch_size_of(batch))
 
     def log_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
         """Everything under ``train/`` with stable names, plus the GAN step as an x-axis."""
