@@ -5,9 +5,13 @@ A batch is a dict:
     caption   list[str]
     text      float32 (B, max_words * word_dim)    the caption's concatenated word vectors
     text_len  int64 (B,)                           real (non-padding) word slots
-    labels    dict[str, int64 (B,)]                ground-truth attributes, for evaluation
+    labels    dict[str, int64 (B,)]                ground-truth attributes, for evaluation (empty for
+                                                   real movie data, which has none)
     clip_id   list[str]
     index     int64 (B,)                           the clip's index in the whole dataset
+
+:class:`TextClipsDataModule` holds what every datamodule shares (the featurizer, the global batch
+size, the loaders); the shapes dataset is here, the movie datasets in ``t2v.data.movies``.
 """
 
 from __future__ import annotations
@@ -42,63 +46,29 @@ class WithText(Dataset):
         return item
 
 
-class ShapesDataModule(pl.LightningDataModule):
-    """The embedded captioned moving-shapes dataset (procedural, no download).
+class TextClipsDataModule(pl.LightningDataModule):
+    """The parts every t2v datamodule shares: caption features computed once per run, the global
+    batch size split over DDP processes, and the loaders.
 
-    The featurizer is fitted on the training captions and every caption is featurized once in
-    ``setup``; batches only index into that array.
+    A subclass builds its split datasets (items with ``index``, the row of the clip's caption among
+    all captions) and hands them to :meth:`attach_text` in ``setup``.
     """
 
-    def __init__(
-        self,
-        featurizer: FastTextFeaturizer,
-        num_clips: int = 10000,
-        frames: int = 32,
-        size: int = 64,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        held_out: Sequence[Mapping[str, str]] = (),
-        vocabulary: Mapping[str, Any] | None = None,
-        seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        with_video: bool = True,
-    ) -> None:
+    def __init__(self, featurizer: FastTextFeaturizer, batch_size: int, num_workers: int, with_video: bool) -> None:
         super().__init__()
         self.featurizer = featurizer
-        self.shapes_kwargs = dict(
-            num_clips=num_clips,
-            frames=frames,
-            size=size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            held_out=[dict(h) for h in held_out],
-            seed=seed,
-            **{k: (dict(v) if isinstance(v, Mapping) else list(v)) for k, v in (vocabulary or {}).items()},
-        )
         self.batch_size, self.num_workers, self.with_video = batch_size, num_workers, with_video
-        self.shapes: CaptionedShapes | None = None
         self.datasets: dict[str, Dataset] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.shapes is not None:
-            return
-        self.shapes = CaptionedShapes(**self.shapes_kwargs)
-        captions, ids = self.shapes.captions, self.shapes.clip_ids
-        train_idx = self.shapes.split_indices("train")
-        if len(train_idx) == 0:
-            raise T2VError(
-                "data: the train split is empty; raise data.num_clips or lower data.val_fraction/test_fraction"
-            )
+    def attach_text(
+        self, captions: Sequence[str], ids: Sequence[str], train_rows: Sequence[int], splits: Mapping[str, Dataset]
+    ) -> None:
+        """Fit the featurizer on the training captions (unless it comes fitted), featurize every caption
+        once, and serve ``splits`` with their text."""
         if not self.featurizer.is_fitted:  # a featurizer loaded from an upstream artifact is kept as is
-            self.featurizer.fit([captions[i] for i in train_idx])
+            self.featurizer.fit([captions[i] for i in train_rows])
         features, n_words = self.featurizer.transform(captions, ids)
-        self.datasets = {
-            split: WithText(
-                ShapesClips(self.shapes, self.shapes.split_indices(split), self.with_video), features, n_words
-            )
-            for split in ("train", "val", "test")
-        }
+        self.datasets = {split: WithText(clips, features, n_words) for split, clips in splits.items()}
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
             raise T2VError(
@@ -125,6 +95,57 @@ class ShapesDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+class ShapesDataModule(TextClipsDataModule):
+    """The embedded captioned moving-shapes dataset (procedural, no download).
+
+    The featurizer is fitted on the training captions and every caption is featurized once in
+    ``setup``; batches only index into that array.
+    """
+
+    def __init__(
+        self,
+        featurizer: FastTextFeaturizer,
+        num_clips: int = 10000,
+        frames: int = 32,
+        size: int = 64,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        held_out: Sequence[Mapping[str, str]] = (),
+        vocabulary: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        with_video: bool = True,
+    ) -> None:
+        super().__init__(featurizer, batch_size, num_workers, with_video)
+        self.shapes_kwargs = dict(
+            num_clips=num_clips,
+            frames=frames,
+            size=size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            held_out=[dict(h) for h in held_out],
+            seed=seed,
+            **{k: (dict(v) if isinstance(v, Mapping) else list(v)) for k, v in (vocabulary or {}).items()},
+        )
+        self.shapes: CaptionedShapes | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.shapes is not None:
+            return
+        self.shapes = CaptionedShapes(**self.shapes_kwargs)
+        train_idx = self.shapes.split_indices("train")
+        if len(train_idx) == 0:
+            raise T2VError(
+                "data: the train split is empty; raise data.num_clips or lower data.val_fraction/test_fraction"
+            )
+        splits = {
+            split: ShapesClips(self.shapes, self.shapes.split_indices(split), self.with_video)
+            for split in ("train", "val", "test")
+        }
+        self.attach_text(self.shapes.captions, self.shapes.clip_ids, train_idx, splits)
 
     def fingerprint(self) -> str:
         """Identifies the data a model was trained on (recorded in artifact manifests)."""
