@@ -30,10 +30,14 @@ from t2v.text.featurizer import FastTextFeaturizer
 
 
 class WithText(Dataset):
-    """Adds the precomputed text features of each clip to an underlying clip dataset's items."""
+    """Adds each clip's caption features to an underlying clip dataset's items.
 
-    def __init__(self, clips: Dataset, features: np.ndarray, n_words: np.ndarray) -> None:
-        self.clips, self.features, self.n_words = clips, features, n_words
+    The features are gathered per item from the caption's word rows and the word table (see
+    ``FastTextFeaturizer.word_slots``), so memory holds 200 bytes per caption, not 30 KB.
+    """
+
+    def __init__(self, clips: Dataset, slots: np.ndarray, n_words: np.ndarray, table: np.ndarray) -> None:
+        self.clips, self.slots, self.n_words, self.table = clips, slots, n_words, table
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -41,7 +45,7 @@ class WithText(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.clips[i]
         index = int(item["index"])
-        item["text"] = torch.from_numpy(self.features[index])
+        item["text"] = torch.from_numpy(self.table[self.slots[index]].reshape(-1))
         item["text_len"] = torch.tensor(self.n_words[index], dtype=torch.long)
         return item
 
@@ -67,8 +71,9 @@ class TextClipsDataModule(pl.LightningDataModule):
         once, and serve ``splits`` with their text."""
         if not self.featurizer.is_fitted:  # a featurizer loaded from an upstream artifact is kept as is
             self.featurizer.fit([captions[i] for i in train_rows])
-        features, n_words = self.featurizer.transform(captions, ids)
-        self.datasets = {split: WithText(clips, features, n_words) for split, clips in splits.items()}
+        slots, n_words = self.featurizer.word_slots(captions, ids)
+        table = self.featurizer.word_table()
+        self.datasets = {split: WithText(clips, slots, n_words, table) for split, clips in splits.items()}
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
             raise T2VError(

@@ -166,11 +166,17 @@ class FastTextFeaturizer:
 
         ``ids`` name the captions in error messages (default: their index).
         """
+        slots, n_words = self.word_slots(captions, ids)
+        return self.word_table()[slots].reshape(len(slots), self.out_dim), n_words
+
+    def word_slots(self, captions: Sequence[str], ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each caption as rows of :meth:`word_table`, int64 (N, max_words) (row 0: padding or an unknown
+        word), and its number of real word slots (N,). ``word_table()[slots[i]].reshape(-1)`` is caption i's
+        features: 200 bytes per caption instead of 30 KB, so a large corpus's features need not sit in RAM."""
         self._check_ready()
         if ids is not None and len(ids) != len(captions):
             raise ValueError(f"transform got {len(captions)} captions but {len(ids)} ids")
         n = len(captions)
-        # Row 0 of the word table is the zero vector, shared by padding and unknown words.
         slots = np.zeros((n, self.max_words), dtype=np.int64)
         n_words = np.zeros(n, dtype=np.int64)
         truncated = unknown = 0
@@ -186,11 +192,14 @@ class FastTextFeaturizer:
             slots[i, : len(rows)] = rows
             n_words[i] = len(rows)
             unknown += rows.count(0)
-        features = np.stack(self._word_vectors)[slots].reshape(n, self.out_dim)
         self.stats["captions"] += n
         self.stats["truncated"] += truncated
         self.stats["unknown_words"] += unknown
-        return features, n_words
+        return slots, n_words
+
+    def word_table(self) -> np.ndarray:
+        """float32 (rows, dim): the vectors of the words seen so far, row 0 the zero vector."""
+        return np.stack(self._word_vectors)
 
     __call__ = transform
 

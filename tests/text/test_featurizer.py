@@ -256,3 +256,16 @@ def test_non_ascii_captions(tmp_path: Path) -> None:
     words = features.reshape(3, 8, 16)
     assert all(np.linalg.norm(words[i, j]) > 0.99 for i in range(3) for j in range(n_words[i]))
     assert f.stats["unknown_words"] == 0
+
+
+def test_word_slots_gather_to_the_same_features(tmp_path) -> None:
+    from t2v.text.featurizer import FastTextFeaturizer
+
+    captions = ["a red circle moves left", "the blue square slides up slowly", "a red square"]
+    featurizer = FastTextFeaturizer(dim=8, max_words=4, epochs=1, cache_dir=str(tmp_path)).fit(captions)
+    features, n_words = featurizer.transform(captions + ["zebra red"])
+    slots, n_words_too = featurizer.word_slots(captions + ["zebra red"])
+    table = featurizer.word_table()
+    assert slots.shape == (4, 4) and slots.dtype == np.int64 and np.array_equal(n_words, n_words_too)
+    assert np.array_equal(table[slots].reshape(4, -1), features)
+    assert np.array_equal(table[0], np.zeros(8, dtype=np.float32))  # padding and unknown words
