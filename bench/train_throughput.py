@@ -70,7 +70,10 @@ def upstream_for(cfg) -> dict:
     text = cfg.text
     vae = {"word_dim": text.dim, "max_words": text.max_words, "hidden_dims": [1200], "latent_dim": 500}
     encoder = {"vae": vae, "embed_dim": 512, "hidden_dim": 500, "dropout": 0.5, "final_relu": True}
-    return {"vae": {"hparams": vae}, "siamese": {"text_encoder": encoder}}
+    image = {"widths": [32, 64, 128, 256], "hidden_dim": 500, "embed_dim": 512, "dropout": 0.5, "final_relu": True}
+    objective = {"kind": "contrastive", "margin": 1.0, "temperature": 0.1}
+    siamese = {"text_encoder": encoder, "image_encoder": image, "objective": objective}
+    return {"vae": {"hparams": vae}, "siamese": siamese}
 
 
 def measure(stage: str, size: str, steps: int, batch_size: int) -> tuple[float, int]:
