@@ -1,0 +1,88 @@
+"""Evaluations side by side: `python -m t2v.eval.compare <eval run dir or metrics.json> ... [--names a,b]`.
+
+Prints one markdown table with a column per evaluation and chance beside every accuracy (the
+held-out-combination figures first: they are what the issue's targets are about).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from t2v.eval.fidelity import SUBSETS, attributes_of
+from t2v.eval.report import TARGETS, fmt, other_rows
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    path = path / "metrics.json" if path.is_dir() else path
+    if not path.is_file():
+        raise SystemExit(f"t2v: error: {path} does not exist; pass an evaluate.py run dir or its metrics.json")
+    summary = json.loads(path.read_text())
+    if "metrics" not in summary:
+        raise SystemExit(f"t2v: error: {path} is not an evaluate.py metrics.json (no 'metrics')")
+    return summary
+
+
+def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
+    metrics = [s["metrics"] for s in summaries]
+    first = metrics[0]
+    head = "| metric | chance | " + " | ".join(names) + " |"
+    lines = [head, "|---|---|" + "---|" * len(names)]
+
+    def row(label: str, values: list[Any], chance: Any = None, percent: bool = True) -> None:
+        lines.append(f"| {label} | {fmt(chance)} | " + " | ".join(fmt(v, percent) for v in values) + " |")
+
+    for subset in ("held_out", *[s for s in SUBSETS if s != "held_out"]):
+        for kind in ("video", "image"):
+            for attribute in (*attributes_of(kind), "all"):
+                key = f"generated/{kind}/{subset}/{attribute}"
+                if not any(key in m for m in metrics):
+                    continue
+                chance = first.get(f"chance/{kind}/all" if attribute == "all" else f"chance/{attribute}")
+                target = (
+                    f" (target ≥ {TARGETS[attribute]:.0%})"
+                    if subset == "held_out" and kind == "video" and attribute in TARGETS
+                    else ""
+                )
+                row(f"{kind} {attribute}, {subset.replace('_', '-')}{target}", [m.get(key) for m in metrics], chance)
+    for label, *_ in other_rows(first):
+        values = [dict((r[0], r[1]) for r in other_rows(m)).get(label) for m in metrics]
+        row(f"{label}, generated", values, percent=False)
+        real = dict((r[0], r[2]) for r in other_rows(first)).get(label)
+        if real is not None:
+            row(
+                f"{label}, real", [dict((r[0], r[2]) for r in other_rows(m)).get(label) for m in metrics], percent=False
+            )
+    for k in (1, 5, 10):
+        for which in ("real", "generated"):
+            key = f"retrieval/{which}/recall@{k}"
+            if any(key in m for m in metrics):
+                row(f"retrieval recall@{k}, {which} images", [m.get(key) for m in metrics])
+    row("probe trusted (≥ threshold on real clips)", [bool(m.get("probe/trusted")) for m in metrics])
+    row("evaluation time (s)", [s.get("run_time_s") for s in summaries], percent=False)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="evaluate.py run dirs (or their metrics.json)")
+    parser.add_argument("--names", help="comma-separated column names (default: each run's experiment)")
+    args = parser.parse_args(argv)
+    summaries = [load(run) for run in args.runs]
+    names = (
+        args.names.split(",")
+        if args.names
+        else [s.get("experiment") or Path(r).name for s, r in zip(summaries, args.runs, strict=True)]
+    )
+    if len(names) != len(summaries):
+        raise SystemExit(f"t2v: error: --names has {len(names)} names for {len(summaries)} runs; give one per run")
+    print(table(summaries, names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The scoring loop on generators whose answers are known: one that returns the real clip of each caption
+(perfect fidelity, FD 0, no diversity) and one that returns noise (chance); then the reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from t2v.data.shapes import ATTRIBUTES
+from t2v.eval import compare, report
+from t2v.eval.fidelity import chance_levels, reference_set, score
+from t2v.eval.probe import to_tensor
+
+SAMPLES = 3
+
+
+def perfect_generator(shapes):
+    """Each caption's own real clip, num_samples times (a caption names every attribute, so any clip with it
+    is right)."""
+    first = {}
+    for i, caption in enumerate(shapes.captions):
+        first.setdefault(caption, i)
+
+    def generate(captions: list[str], n: int, seed: int) -> dict[str, torch.Tensor]:
+        video = to_tensor(shapes.render([first[c] for c in captions])).repeat_interleave(n, dim=0)
+        return {"video": video, "images": video[:, :, 0]}
+
+    return generate
+
+
+def noise_generator(shapes):
+    def generate(captions: list[str], n: int, seed: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        video = torch.rand(len(captions) * n, 3, shapes.frames, shapes.size, shapes.size, generator=g) * 2 - 1
+        return {"video": video, "images": torch.rand(len(video), 3, shapes.size, shapes.size, generator=g) * 2 - 1}
+
+    return generate
+
+
+@pytest.fixture(scope="module")
+def perfect(easy_shapes, trained_probe) -> dict[str, float]:
+    probe, _ = trained_probe
+    test = easy_shapes.split_indices("test")
+    return score(perfect_generator(easy_shapes), probe, easy_shapes, test, num_samples=SAMPLES, batch_size=40,
+                 reference_start=len(easy_shapes) + 5000, progress=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def noise(easy_shapes, trained_probe) -> dict[str, float]:
+    probe, _ = trained_probe
+    # Every clip's caption: attributes drawn uniformly (the test split is dense in held-out combinations, the
+    # training split short of them).
+    captions = np.arange(len(easy_shapes))
+    return score(noise_generator(easy_shapes), probe, easy_shapes, captions, num_samples=2, batch_size=64,
+                 progress=False)  # fmt: skip
+
+
+def test_real_clips_as_generated_score_like_the_real_ones(perfect: dict[str, float], noise: dict[str, float]) -> None:
+    for kind, attributes in (("video", ATTRIBUTES), ("image", ("shape", "colour", "size"))):
+        for subset in ("test", "held_out", "seen"):
+            for attribute in (*attributes, "all"):
+                key = f"{kind}/{subset}/{attribute}"
+                assert perfect[f"generated/{key}"] == pytest.approx(perfect[f"real/{key}"]), key
+                assert perfect[f"real/{key}"] >= 0.98, key
+    # Not exactly 0: three copies of a set have a slightly smaller unbiased covariance than the set itself.
+    for kind in ("video", "image"):
+        assert perfect[f"quality/{kind}/fd"] < 1e-2 * noise[f"quality/{kind}/fd"]
+        assert abs(perfect[f"quality/{kind}/kid"]) < 5e-2 * noise[f"quality/{kind}/kid"]
+    # Fresh real clips are as far from the test clips as a good generator can hope to be: far closer than noise.
+    for kind in ("video", "image"):
+        assert 0 < perfect[f"quality/{kind}/fd_real"] < 0.2 * noise[f"quality/{kind}/fd"]
+    # (A caption that several clips share is answered with the first of them, so this is close, not equal.)
+    assert perfect["quality/temporal_change/generated"] == pytest.approx(
+        perfect["quality/temporal_change/real"], rel=0.05
+    )
+    # Three copies of one clip: no diversity at all, where real clips of one caption differ.
+    assert perfect["diversity/video/pixel/generated"] == 0.0
+    assert perfect["diversity/video/pixel/real"] > 0.01
+    assert perfect["diversity/image/feature/real"] > 0.0
+
+
+def test_random_videos_score_at_chance(easy_shapes, noise: dict[str, float]) -> None:
+    metrics = noise
+    chance = chance_levels(easy_shapes.vocab)
+    for kind, attributes in (("video", ATTRIBUTES), ("image", ("shape", "colour", "size"))):
+        for attribute in attributes:
+            value = metrics[f"generated/{kind}/test/{attribute}"]
+            assert abs(value - chance[f"chance/{attribute}"]) < 0.12, (kind, attribute, value)
+        assert metrics[f"generated/{kind}/test/all"] < chance[f"chance/{kind}/all"] + 0.05
+    assert metrics["quality/video/fd"] > 0.1 and metrics["quality/image/fd"] > 0.1  # noise is far from real clips
+
+
+def test_the_real_reference_is_fresh_clips_with_the_test_splits_mix(easy_shapes) -> None:
+    test = easy_shapes.split_indices("test")
+    larger, reference = reference_set(easy_shapes, test, copies=3, start=len(easy_shapes) + 100)
+    assert len(reference) == 3 * len(test) and reference.min() >= len(easy_shapes) + 100
+    held = larger.is_held_out()
+    assert held[reference].sum() == 3 * easy_shapes.is_held_out()[test].sum()
+
+
+def test_chance_is_one_over_the_number_of_values(easy_shapes) -> None:
+    chance = chance_levels(easy_shapes.vocab)
+    assert chance["chance/colour"] == pytest.approx(1 / 3) and chance["chance/direction"] == 0.25
+    assert chance["chance/image/all"] == pytest.approx(1 / (2 * 3 * 2))
+    assert chance["chance/video/all"] == pytest.approx(1 / (2 * 3 * 2 * 4 * 2))
+
+
+def test_reports_put_chance_beside_every_figure(perfect: dict[str, float], tmp_path: Path) -> None:
+    trusted, short = report.probe_verdict(perfect, 0.98)
+    assert trusted and not short
+    assert not report.probe_verdict({**perfect, "real/video/test/shape": 0.5}, 0.98)[0]
+    table = report.markdown(perfect, "perfect generator")
+    row = next(line for line in table.splitlines() if line.startswith("| video | colour |"))
+    assert row.endswith("| 33.3% |")  # chance beside it
+    assert "held-out combinations" in table and "FD video" in table
+    paths = report.write(tmp_path, {"experiment": "perfect", "metrics": perfect, "run_time_s": 1.0}, table)
+    assert json.loads(Path(paths["metrics"]).read_text())["metrics"]["quality/video/fd"] == perfect["quality/video/fd"]
+    side_by_side = compare.table([compare.load(tmp_path), compare.load(paths["metrics"])], ["a", "b"])
+    header, _, first = side_by_side.splitlines()[:3]
+    assert header == "| metric | chance | a | b |"
+    assert first.startswith("| video shape, held-out (target ≥ 85%) | 50.0% | 100.0% | 100.0% |")
+
+
+def test_scoring_keeps_memory_to_one_chunk(easy_shapes, trained_probe) -> None:
+    probe, _ = trained_probe
+    seen: list[int] = []
+    generate = perfect_generator(easy_shapes)
+
+    def counting(captions: list[str], n: int, seed: int) -> dict[str, torch.Tensor]:
+        seen.append(len(captions))
+        return generate(captions, n, seed)
+
+    indices = np.arange(10)
+    score(counting, probe, easy_shapes, indices, num_samples=1, batch_size=4, progress=False)
+    assert seen == [4, 4, 2]

@@ -1,0 +1,53 @@
+"""experiment=seed_2017 is the published design and experiment=t2v the quickstart's, on the same data; the
+evaluation app composes the same data as the training app."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from helpers import CONF
+
+STAGES = ("vae", "siamese", "stage1", "videogan")
+
+
+def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train) -> None:
+    siamese = compose_train("experiment=seed_2017", "stage=siamese")
+    assert siamese.model.loss == "contrastive" and siamese.model.final_relu is True and siamese.model.margin == 1.0
+    stage1 = compose_train("experiment=seed_2017", "stage=stage1")
+    assert stage1.model.kl_weight == 1.0 and stage1.model.match_weight == 0.0
+    videogan = compose_train("experiment=seed_2017", "stage=videogan")
+    m = videogan.model
+    assert (m.text_conditioning, m.text_code, m.noise_dim, m.clip_l1, m.recon_weight) == (False, False, 0, 0.0, 10.0)
+    assert videogan.stage.upstream.siamese is None  # its D sees no text, so it needs no text encoder
+    quickstart = compose_train("experiment=quickstart", "stage=videogan")
+    assert (videogan.data.frames, videogan.data.size, videogan.data.num_clips) == (16, 32, 4000)
+    assert m.width == quickstart.model.width  # the same networks' size as experiment=t2v
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_t2v_reuses_the_quickstart_settings_with_longer_gan_training(compose_train, stage: str) -> None:
+    t2v = compose_train("experiment=t2v", f"stage={stage}")
+    quickstart = compose_train("experiment=quickstart", f"stage={stage}")
+    assert t2v.model == quickstart.model and t2v.data == quickstart.data
+    if stage in ("stage1", "videogan"):
+        assert t2v.trainer.max_steps == 2 * quickstart.trainer.max_steps
+    else:
+        assert t2v.trainer == quickstart.trainer
+    assert list(t2v.tags) == ["t2v"]
+
+
+@pytest.mark.parametrize("experiment", ["seed_2017", "t2v", "quickstart"])
+def test_evaluation_composes_the_data_training_does(compose_train, experiment: str) -> None:
+    trained = compose_train(f"experiment={experiment}", "debug=limit", "stage=videogan")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        evaluation = compose("evaluate/evaluate", overrides=[f"experiment={experiment}", "debug=limit"])
+    GlobalHydra.instance().clear()
+    keep = ("num_clips", "frames", "size", "held_out", "seed", "val_fraction", "test_fraction", "vocabulary")
+    assert {k: OmegaConf.to_container(evaluation.data)[k] for k in keep} == {
+        k: OmegaConf.to_container(trained.data)[k] for k in keep
+    }
+    assert evaluation.probe.threshold == 0.98 and evaluation.stage.name == "evaluate"
