@@ -2,9 +2,10 @@
 # Reproduce vs improve: train experiment=seed_2017 and experiment=t2v end to end on the shapes dataset (CPU),
 # evaluate both with evaluate.py, and print their tables side by side, with the wall time of each step.
 #
-#   bench/fidelity.sh                        # the real comparison (about 30 minutes on 2 CPU cores)
-#   bench/fidelity.sh debug=limit logger=csv # a smoke test: arguments go to every train.py and evaluate.py call
-#   TRAIN_ARGS="trainer.max_steps=600" EVAL_ARGS="num_samples=2" bench/fidelity.sh   # per-app extras
+#   bench/fidelity.sh                        # the real comparison (training dominates: about 1x and 2x `make train`)
+#   EVAL_ARGS="probe.max_steps=15" bench/fidelity.sh debug=limit logger=csv   # a one-minute smoke test
+#                                            # (arguments go to every train.py and evaluate.py call)
+#   TRAIN_ARGS="seed=1" EVAL_ARGS="num_samples=8" bench/fidelity.sh   # extras for one app only
 #   OUT=/tmp/fid bench/fidelity.sh           # where runs and artifacts go (default outputs/bench/fidelity/<time>)
 #
 # Each experiment gets its own artifact registry ($OUT/<experiment>/artifacts); both evaluations share one
