@@ -7,14 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import t2v  # noqa: F401  (registers the config resolvers, as train.py does)
 
-from helpers import CONF
+from helpers import compose_app
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,16 +27,7 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose conf/train.yaml with overrides, with every path inside tmp_path."""
 
     def _compose(*overrides: str, run_dir: str = "run") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / run_dir)
-            cfg.hydra.runtime.cwd = str(tmp_path)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # the task function never sees it either
-        return cfg
+        return compose_app("train", *overrides, output_dir=tmp_path / run_dir, cwd=tmp_path)
 
     yield _compose
     GlobalHydra.instance().clear()

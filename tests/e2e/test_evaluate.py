@@ -9,12 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from helpers import CONF, run_entry
+from helpers import compose_app, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +45,7 @@ def evaluation(chain: Path) -> tuple[Path, str]:
 
 def compose_evaluate(root: Path, *overrides: str) -> DictConfig:
     """conf/evaluate/evaluate.yaml composed as evaluate.py composes it, with its paths inside ``root``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("evaluate/evaluate", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(root / "run")
-        cfg.hydra.runtime.cwd = str(root)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_app("evaluate/evaluate", *overrides, output_dir=root / "run", cwd=root)
 
 
 def test_evaluate_writes_metrics_table_and_logs(evaluation: tuple[Path, str], chain: Path) -> None:

@@ -14,12 +14,9 @@ from typing import Any
 
 import imageio.v3 as iio
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from helpers import CONF, ROOT, run_entry
+from helpers import ROOT, compose_app, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +37,8 @@ def train_in_process(root: Path, name: str, *overrides: str) -> None:
     """A tiny upstream stage, in this process (no interpreter start), composed as train.py would."""
     from t2v.cli.train import train
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(root / name)
-            cfg.hydra.runtime.cwd = str(root)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        train(cfg)
+        train(compose_app("train", *overrides, output_dir=root / name, cwd=root))
     finally:
         GlobalHydra.instance().clear()
 
