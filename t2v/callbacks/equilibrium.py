@@ -79,28 +79,14 @@ class GanEquilibriumStopping(pl.Callback):
 
     def __init__(
         self,
-        mode: str = "equilibrium",
         g_key: str = "train/g_loss",
         d_key: str = "train/d_loss",
-        smoothing: str = "ema",
-        smoothing_steps: int = 100,
-        window: int = 500,
-        tolerance: float = 0.15,
-        epsilon: float = 1e-4,
-        d_scale: float = 0.5,
-        min_steps: int = 2000,
-        prominence: float = 0.1,
-        patience: int = 200,
-        d_floor: float = 0.01,
-        check_finite: bool = True,
         save_checkpoint: bool = True,
         verbose: bool = True,
+        **rules: Any,
     ) -> None:
-        self.rules = dict(
-            mode=mode, smoothing=smoothing, smoothing_steps=smoothing_steps, window=window, tolerance=tolerance,
-            epsilon=epsilon, d_scale=d_scale, min_steps=min_steps, prominence=prominence, patience=patience,
-            d_floor=d_floor, check_finite=check_finite,
-        )  # fmt: skip
+        """``rules`` are :class:`GanStopMonitor`'s settings (mode, smoothing, window, tolerance, ...)."""
+        self.rules = rules
         self.monitor = GanStopMonitor(**self.rules)  # checks the settings now, before any training
         self.keys = (g_key, d_key)
         self.save_stop_checkpoint, self.verbose = save_checkpoint, verbose
