@@ -74,6 +74,11 @@ def last_good_checkpoint(trainer: pl.Trainer) -> str | None:
     return None
 
 
+def limit_reached(trainer: pl.Trainer) -> str:
+    """Which of the trainer's limits ended a run that no rule stopped: ``max_steps`` or ``max_epochs``."""
+    return "max_steps" if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps else "max_epochs"
+
+
 class GanEquilibriumStopping(pl.Callback):
     """Stops a GAN when its losses reach equilibrium or their second minimum, or when training fails."""
 
@@ -122,9 +127,8 @@ class GanEquilibriumStopping(pl.Callback):
             return
         step = int(pl_module.gan_step)
         steps_per_batch = pl_module.optimizer_steps_per_batch
-        reached = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-        reason = "max_steps" if reached else "max_epochs"
-        limit = trainer.max_steps // steps_per_batch if reached else trainer.max_epochs
+        reason = limit_reached(trainer)
+        limit = trainer.max_steps // steps_per_batch if reason == "max_steps" else trainer.max_epochs
         self.decision = StopDecision(reason, step, f"no stopping rule fired; training ran to {reason}={limit}")
         self.record(trainer, self.decision)
 

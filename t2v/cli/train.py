@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, WandbLogger
 from rich.console import Console
 
-from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted
+from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted, limit_reached
 from t2v.callbacks.loss_plot import GanLossPlot
 from t2v.callbacks.metrics import MetricsHistory, to_number
 from t2v.callbacks.samples import GanSamples
@@ -200,8 +200,7 @@ def stop_summary(trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, An
     stopping = next((c for c in trainer.callbacks if isinstance(c, GanEquilibriumStopping)), None)
     if stopping is not None and stopping.summary():
         return stopping.summary()
-    reached = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-    return {"stop/reason": "max_steps" if reached else "max_epochs", "stop/step": int(model.gan_step)}
+    return {"stop/reason": limit_reached(trainer), "stop/step": int(model.gan_step)}
 
 
 def monitoring_files(trainer: pl.Trainer) -> dict[str, str]:
