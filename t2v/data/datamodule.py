@@ -43,11 +43,17 @@ class WithText(Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.clips[i]
-        index = int(item["index"])
-        item["text"] = torch.from_numpy(self.table[self.slots[index]].reshape(-1))
-        item["text_len"] = torch.tensor(self.n_words[index], dtype=torch.long)
-        return item
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch's items (the DataLoader's batched fetch), through the clips' own batched fetch if any."""
+        fetch = getattr(self.clips, "__getitems__", None)
+        items = fetch(positions) if fetch is not None else [self.clips[i] for i in positions]
+        for item in items:
+            index = int(item["index"])
+            item["text"] = torch.from_numpy(self.table[self.slots[index]].reshape(-1))
+            item["text_len"] = torch.tensor(self.n_words[index], dtype=torch.long)
+        return items
 
 
 class TextClipsDataModule(pl.LightningDataModule):

@@ -605,16 +605,26 @@ class ShapesClips(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
-        index = int(self.indices[i])
-        item: dict = {
-            "caption": self.shapes.captions[index],
-            "labels": {
-                attr: torch.tensor(int(self.shapes.labels[attr][index]), dtype=torch.int64) for attr in ATTRIBUTES
-            },
-            "clip_id": self.shapes.clip_ids[index],
-            "index": torch.tensor(index, dtype=torch.int64),
-        }
-        if self.with_video:
-            clip = torch.from_numpy(self.shapes.render([index])[0])  # T, H, W, C uint8
-            item["video"] = clip.permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
-        return item
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict]:
+        """Items at ``positions``, their clips rendered in one vectorised call: the DataLoader fetches a
+        whole batch through this, which costs a third of rendering the clips one by one."""
+        indices = self.indices[np.asarray(positions, dtype=np.int64)]
+        clips = None
+        if self.with_video:  # (n, T, H, W, C) uint8 -> (n, C, T, H, W) in [-1, 1]
+            clips = torch.from_numpy(self.shapes.render(indices)).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+        items = []
+        for k, index in enumerate(indices.tolist()):
+            item: dict = {
+                "caption": self.shapes.captions[index],
+                "labels": {
+                    attr: torch.tensor(int(self.shapes.labels[attr][index]), dtype=torch.int64) for attr in ATTRIBUTES
+                },
+                "clip_id": self.shapes.clip_ids[index],
+                "index": torch.tensor(index, dtype=torch.int64),
+            }
+            if clips is not None:
+                item["video"] = clips[k]
+            items.append(item)
+        return items
