@@ -361,6 +361,13 @@ def test_shapes_clips_items_and_batches(frames: int, size: int) -> None:
     assert batch["video"].shape == (4, 3, frames, size, size)
     assert batch["labels"]["colour"].dtype == torch.int64 and batch["labels"]["colour"].shape == (4,)
     assert batch["index"].tolist() == train[:4].tolist() and len(batch["caption"]) == 4
+    # The DataLoader fetches a batch in one call (one vectorised render); it must equal the items one by one.
+    picked = [5, 0, 3]
+    for fetched, single in zip(dataset.__getitems__(picked), (dataset[i] for i in picked), strict=True):
+        assert fetched.keys() == single.keys()
+        assert (fetched["caption"], fetched["clip_id"]) == (single["caption"], single["clip_id"])
+        assert torch.equal(fetched["video"], single["video"]) and torch.equal(fetched["index"], single["index"])
+        assert {a: int(t) for a, t in fetched["labels"].items()} == {a: int(t) for a, t in single["labels"].items()}
 
 
 def test_shapes_clips_without_video() -> None:
@@ -369,3 +376,20 @@ def test_shapes_clips_without_video() -> None:
     assert "video" not in item and set(item) == {"caption", "labels", "clip_id", "index"}
     with pytest.raises(IndexError):
         ShapesClips(shapes, np.array([30]))
+
+
+def test_caption_features_join_batched_fetches(tmp_path) -> None:
+    from t2v.data.datamodule import WithText
+    from t2v.text.featurizer import FastTextFeaturizer
+
+    shapes = CaptionedShapes(num_clips=40, frames=4, size=16, seed=2)
+    featurizer = FastTextFeaturizer(dim=8, max_words=6, epochs=1, cache_dir=str(tmp_path)).fit(list(shapes.captions))
+    slots, n_words = featurizer.word_slots(list(shapes.captions))
+    train = shapes.split_indices("train")
+    dataset = WithText(ShapesClips(shapes, train), slots, n_words, featurizer.word_table())
+    features, _ = featurizer.transform([shapes.captions[i] for i in train[[4, 1]]])
+    fetched = dataset.__getitems__([4, 1])
+    assert [int(item["index"]) for item in fetched] == train[[4, 1]].tolist()
+    for item, single, expected in zip(fetched, (dataset[4], dataset[1]), features, strict=True):
+        assert np.array_equal(item["text"].numpy(), expected) and torch.equal(item["text"], single["text"])
+        assert torch.equal(item["video"], single["video"]) and int(item["text_len"]) == int(single["text_len"])
