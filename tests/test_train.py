@@ -67,3 +67,10 @@ def test_missing_checkpoint_is_a_clear_error(compose_train) -> None:
 def test_runs_with_no_logger_and_default_callbacks(compose_train, tmp_path: Path) -> None:
     summary = train(compose_train("debug=limit", "logger=none", "callbacks=default", *TINY_VAE))
     assert summary["wandb_run"] is None and (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_progress_bar_can_be_switched_off(compose_train, tmp_path: Path) -> None:
+    # callbacks=default has a RichProgressBar, which Lightning refuses beside enable_progress_bar=false.
+    no_bar = "trainer.enable_progress_bar=false"
+    train(compose_train("debug=limit", "logger=none", "callbacks=default", no_bar, *TINY_VAE))
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 from rich.console import Console
 
@@ -76,6 +76,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg, upstream)
     history = MetricsHistory()
     callbacks = [*instantiate_group(cfg.callbacks), history]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # Lightning refuses a progress-bar callback beside enable_progress_bar=false; the flag wins.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = instantiate_group(cfg.logger)
     # A GAN makes several optimizer steps per batch; trainer.max_steps counts batches (GAN steps).
     steps_per_batch = getattr(model, "optimizer_steps_per_batch", 1)
