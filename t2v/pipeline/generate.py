@@ -109,7 +109,8 @@ def write_sample(out_dir: Path, name: str, image: Tensor, video: Tensor, fps: in
     frames = to_uint8(video.transpose(0, 1))  # (C, T, H, W) -> T frames of (H, W, C)
     paths = {kind: str(out_dir / f"{name}.{kind}") for kind in ("gif", "mp4", "png")}
     iio.imwrite(paths["gif"], frames, duration=1000 / fps, loop=0)  # GIF duration is in milliseconds
-    iio.imwrite(paths["mp4"], frames, fps=fps, codec="libx264", macro_block_size=1)
+    # PyAV by name: imageio would pick whichever video plugin is installed, and their options differ.
+    iio.imwrite(paths["mp4"], frames, plugin="pyav", fps=fps, codec="libx264")
     iio.imwrite(paths["png"], np.concatenate([to_uint8(image), *frames], axis=1))
     return paths
 

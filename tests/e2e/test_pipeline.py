@@ -16,6 +16,9 @@ pytestmark = pytest.mark.slow
 # experiment=quickstart (16 frames of 32x32, small widths) cut to a handful of batches by debug=limit.
 TINY = ["experiment=quickstart", "debug=limit", "logger=csv"]
 FRAMES, SIZE = 16, 32
+GANS = ("stage1", "videogan")
+# A per-stage override, quoted as the shell needs it ('=' inside the list): 3 video GAN steps, not 8.
+VIDEOGAN_STEPS = 'stage.overrides.videogan=["trainer.max_steps=3"]'
 
 
 def paths_in(root: Path) -> list[str]:
@@ -32,7 +35,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny pipeline run; its artifacts serve the other tests."""
     root = tmp_path_factory.mktemp("chain")
     result = run_entry("train.py", "stage=pipeline", *TINY, f"hydra.run.dir={root / 'run'}", *paths_in(root),
-                       cwd=root, timeout=600)  # fmt: skip
+                       VIDEOGAN_STEPS, cwd=root, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return root
 
@@ -43,6 +46,8 @@ def test_pipeline_trains_every_stage_and_writes_samples(chain: Path) -> None:
     for stage in summary["stages"]:
         assert (chain / "run" / stage / "checkpoints" / "last.ckpt").is_file()
         assert (chain / "artifacts" / stage / "latest").is_file()
+    stop_step = {name: json.loads((chain / "run" / name / "metrics.json").read_text())["stop/step"] for name in GANS}
+    assert stop_step == {"stage1": 8, "videogan": 3}  # debug=limit's 2 epochs of 4 batches; stage.overrides
     gifs = sorted((chain / "run" / "samples").glob("*.gif"))
     assert len(gifs) == 4 * 2  # 4 sample sentences x 2 samples
     assert iio.imread(gifs[0]).shape == (FRAMES, SIZE, SIZE, 3)
