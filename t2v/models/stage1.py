@@ -10,6 +10,7 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
 - D (the TensorFlow original's head): stride-2 4x4 convs down to 4x4; the embedding through its own
   FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
 - Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
+- Optional (``text_code``, off as published): G and D also see the VAE code the embedding was computed from.
 - Optional (``match_weight`` > 0, off as published): G also minimises the siamese objective between its
   images, seen by the frozen siamese image encoder, and their captions (a semantic term, as AttnGAN's DAMSM).
 
@@ -52,7 +53,12 @@ def kl_divergence(mu: Tensor, log_sigma: Tensor) -> Tensor:
 
 
 def init_dcgan(module: nn.Module) -> None:
-    """DCGAN init (as StackGAN): conv and linear weights N(0, 0.02), BN weights N(1, 0.02), zero biases."""
+    """DCGAN init (as StackGAN): conv and linear weights N(0, 0.02), BN weights N(1, 0.02), zero biases.
+
+    Layers under spectral norm are skipped: their owner initialises them before the norm goes on.
+    """
+    if nn.utils.parametrize.is_parametrized(module):
+        return
     if isinstance(module, nn.Conv2d | nn.Linear):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -122,35 +128,59 @@ class ConditionedGenerator(nn.Module):
         return self.net(z, c), mu, log_sigma
 
 
+D_HEADS = ("concat", "projection")
+
+
 class MatchingDiscriminator(nn.Module):
     """Image features once (:meth:`features`), then a logit per (features, embedding) pair (:meth:`logits`).
 
     Splitting the two lets the D step score the real images with the right and the wrong captions from
-    one pass over the image (as both originals do).
+    one pass over the image (as both originals do). Two heads join the text: ``concat`` (StackGAN's: the
+    embedding tiled over the 4x4 features, then convolutions) and ``projection`` (Miyato & Koyama 2018: an
+    unconditional logit plus the inner product of the projected embedding with the pooled features).
+    ``spectral_norm`` puts spectral normalisation on every layer in place of batch norm (Miyato et al. 2018).
     """
 
-    def __init__(self, embed_dim: int, c_dim: int, ndf: int, downs: int) -> None:
+    def __init__(
+        self, embed_dim: int, c_dim: int, ndf: int, downs: int, head: str = "concat", spectral_norm: bool = False
+    ) -> None:
         super().__init__()
+        if head not in D_HEADS:
+            raise T2VError(f"model.d_head={head!r} is unknown; use one of {', '.join(D_HEADS)}")
+        self.head = head
         # Channels double per step and end at 8 ndf at 4x4 (the published 64x64 layout), whatever the size.
         channels = [3] + [ndf * 2 ** max(0, 3 - (downs - 1 - i)) for i in range(downs)]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
-            layers.append(nn.Conv2d(a, b, 4, 2, 1, bias=i == 0))
-            if i > 0:  # DCGAN: no BN on the input layer
+            layers.append(nn.Conv2d(a, b, 4, 2, 1, bias=i == 0 or spectral_norm))
+            if i > 0 and not spectral_norm:  # DCGAN: no BN on the input layer
                 layers.append(nn.BatchNorm2d(b))
             layers.append(nn.LeakyReLU(0.2))
         self.body = nn.Sequential(*layers)
-        self.text = nn.Sequential(nn.Linear(embed_dim, c_dim), nn.LeakyReLU(0.2))
         top = channels[-1]
-        self.joint = nn.Sequential(
-            nn.Conv2d(top + c_dim, top, 1, bias=False), nn.BatchNorm2d(top), nn.LeakyReLU(0.2), nn.Conv2d(top, 1, 4)
-        )
+        if head == "concat":
+            self.text = nn.Sequential(nn.Linear(embed_dim, c_dim), nn.LeakyReLU(0.2))
+            norm = nn.Identity() if spectral_norm else nn.BatchNorm2d(top)
+            self.joint = nn.Sequential(
+                nn.Conv2d(top + c_dim, top, 1, bias=spectral_norm), norm, nn.LeakyReLU(0.2), nn.Conv2d(top, 1, 4)
+            )
+        else:
+            self.text = nn.Linear(embed_dim, top)
+            self.joint = nn.Conv2d(top, 1, 4)
+        if spectral_norm:
+            self.apply(init_dcgan)
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d | nn.Linear):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def features(self, image: Tensor) -> Tensor:
         return self.body(image)
 
     def logits(self, features: Tensor, embedding: Tensor) -> Tensor:
         """(B,) logits; never a sigmoid here, so the losses stay autocast-safe."""
+        if self.head == "projection":
+            match = (self.text(embedding) * features.sum(dim=(2, 3))).sum(dim=1)
+            return self.joint(features).flatten() + match
         cond = self.text(embedding)[:, :, None, None].expand(-1, -1, *features.shape[2:])
         return self.joint(torch.cat([features, cond], dim=1)).flatten()
 
@@ -170,6 +200,9 @@ class Stage1GAN(AdversarialModule):
         image_encoder: dict[str, Any] | None = None,
         objective: dict[str, Any] | None = None,
         match_weight: float = 0.0,
+        text_code: bool = False,
+        d_head: str = "concat",
+        spectral_norm: bool = False,
         size: int = 64,
         frame: int = 0,
         z_dim: int = 100,
@@ -206,9 +239,11 @@ class Stage1GAN(AdversarialModule):
         self.text_encoder = freeze(TextEncoder(**text_encoder))
         # The siamese image branch, frozen, judges whether G's images match their captions.
         self.image_encoder = freeze(ImageEncoder(**image_encoder)) if match_weight and image_encoder else None
-        embed_dim = self.text_encoder.embed_dim
+        embed_dim = self.text_encoder.out_dim(text_code)
         self.generator = ConditionedGenerator(embed_dim, z_dim, c_dim, scaled(GF_DIM * 8, width), steps)
-        self.discriminator = MatchingDiscriminator(embed_dim, c_dim, scaled(DF_DIM, width), steps)
+        self.discriminator = MatchingDiscriminator(
+            embed_dim, c_dim, scaled(DF_DIM, width), steps, head=d_head, spectral_norm=spectral_norm
+        )
         self.generator.apply(init_dcgan)
         self.discriminator.apply(init_dcgan)
         self.setup_ema()
@@ -230,8 +265,9 @@ class Stage1GAN(AdversarialModule):
     # -- sampling API -----------------------------------------------------------------------------
     @torch.no_grad()
     def embed_text(self, features: Tensor) -> Tensor:
-        """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim)."""
-        return self.text_encoder(features)
+        """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim),
+        followed by the VAE code it was computed from when ``text_code`` is on."""
+        return self.text_encoder(features, with_code=self.hparams.text_code)
 
     @torch.no_grad()
     def generate(self, text_features: Tensor, z: Tensor | None = None, sample_condition: bool = False) -> Tensor:
@@ -311,6 +347,7 @@ class Stage1GAN(AdversarialModule):
         a semantic term, like AttnGAN's DAMSM loss, that rewards images the siamese model reads as the caption."""
         objective = self.hparams.objective
         image_embedding = self.image_encoder(images).float()
+        text_embedding = embedding[:, : self.text_encoder.embed_dim].float()  # without the VAE code
         return embedding_loss(
-            objective["kind"], embedding.float(), image_embedding, keys, objective["margin"], objective["temperature"]
+            objective["kind"], text_embedding, image_embedding, keys, objective["margin"], objective["temperature"]
         )

@@ -310,9 +310,11 @@ def test_match_weight_needs_the_siamese_image_encoder() -> None:
 
 
 @pytest.mark.parametrize("kind", ["infonce", "contrastive", "triplet"])
-def test_match_loss_reaches_g_and_leaves_the_image_encoder_frozen(kind: str) -> None:
+@pytest.mark.parametrize("text_code", [False, True])
+def test_match_loss_reaches_g_and_leaves_the_image_encoder_frozen(kind: str, text_code: bool) -> None:
     torch.manual_seed(0)
-    model = tiny_model(match_weight=2.0, image_encoder=IMAGE_ENCODER, objective={**OBJECTIVE, "kind": kind})
+    objective = {**OBJECTIVE, "kind": kind}
+    model = tiny_model(match_weight=2.0, image_encoder=IMAGE_ENCODER, objective=objective, text_code=text_code)
     model.train()
     assert not model.image_encoder.training
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
@@ -343,3 +345,44 @@ def test_upstream_hooks_load_the_image_encoder(tmp_path: Path) -> None:
     model.load_upstream(manifests)
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(model.image_encoder(images), source.eval()(images))
+
+
+@pytest.mark.parametrize("d_head", ["concat", "projection"])
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_discriminator_heads_score_every_pair_and_train(d_head: str, spectral_norm: bool) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(d_head=d_head, spectral_norm=spectral_norm)
+    batch = batch_of(BATCH)
+    embedding = model.embed_text(batch["text"])
+    features = model.discriminator.features(batch["video"][:, :, 0])
+    logits = model.discriminator.logits(features, embedding)
+    assert logits.shape == (BATCH,) and torch.isfinite(logits).all()
+    # The text changes the logit: D judges the pair, not the image alone.
+    assert not torch.allclose(logits, model.discriminator.logits(features, embedding.flip(0)))
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.discriminator.modules())
+    assert has_bn != spectral_norm
+    model.discriminator_terms(batch)["d_loss"].backward()
+    assert all(p.grad is not None for p in model.discriminator.parameters() if p.requires_grad)
+
+
+def test_unknown_discriminator_head_is_a_clear_error() -> None:
+    with pytest.raises(T2VError, match=r"model.d_head='film' is unknown; use one of concat, projection"):
+        tiny_model(d_head="film")
+
+
+def test_text_code_joins_the_vae_code_and_survives_reload(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(text_code=True, d_head="projection", spectral_norm=True)
+    batch = batch_of(BATCH)
+    latent = TEXT_ENCODER["vae"]["latent_dim"]
+    embedding = model.embed_text(batch["text"])
+    assert embedding.shape == (BATCH, EMBED_DIM + latent)
+    mu, _ = model.text_encoder.vae.encode(batch["text"])
+    assert torch.equal(embedding[:, -latent:], mu)
+    path = tmp_path / "m.ckpt"
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    loaded = Stage1GAN.load_from_checkpoint(path)
+    z = torch.randn(BATCH, 8)
+    assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
