@@ -14,7 +14,9 @@ published G is deterministic given the image); ``text_conditioning`` joins a fro
 caption embedding to G's bottleneck and makes D matching-aware on (video, caption) pairs;
 ``clip_l1 > 0`` adds an L1 term between the whole generated clip and the real one (pix2pix's
 supervised term), which teaches the caption's motion in far fewer steps than D alone; ``skips``
-gives G's decoders U-Net skip connections from the frame encoder.
+gives G's decoders U-Net skip connections from the frame encoder; ``warp`` replaces the generated
+background with the input frame resampled by a generated flow per frame, so the clip moves the frame's
+own pixels (its shapes stay sharp) and the mask and foreground paint only what the flow cannot.
 
 Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm gamma N(1, 0.02).
 """
@@ -86,6 +88,21 @@ def condition_projection(embed_dim: int, cond_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(embed_dim, cond_dim), nn.LeakyReLU(0.2))
 
 
+def warp_frames(image: Tensor, flow: Tensor) -> Tensor:
+    """The image (B, C, H, W) resampled at every frame's flow (B, 2, T, H, W): frame t at pixel p is the image
+    at p + flow[t](p) (x then y, in grid_sample's [-1, 1] units), bilinearly; outside it, the nearest border."""
+    b, c, h, w = image.shape
+    frames = flow.shape[2]
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=image.device), torch.linspace(-1, 1, w, device=image.device), indexing="ij"
+    )
+    identity = torch.stack([xs, ys], dim=-1)  # (H, W, 2), x first as grid_sample wants
+    grid = identity + flow.float().permute(0, 2, 3, 4, 1)  # (B, T, H, W, 2)
+    source = image.float().unsqueeze(1).expand(-1, frames, -1, -1, -1).reshape(b * frames, c, h, w)
+    warped = F.grid_sample(source, grid.reshape(b * frames, h, w, 2), padding_mode="border", align_corners=True)
+    return warped.reshape(b, frames, c, h, w).transpose(1, 2).to(image.dtype)
+
+
 class VideoGenerator(nn.Module):
     """First frame (+ caption embedding, + noise) -> background, foreground, mask and the composed clip.
 
@@ -95,12 +112,21 @@ class VideoGenerator(nn.Module):
     """
 
     def __init__(
-        self, frames: int, size: int, width: float, noise_dim: int, embed_dim: int, cond_dim: int, skips: bool = False
+        self,
+        frames: int,
+        size: int,
+        width: float,
+        noise_dim: int,
+        embed_dim: int,
+        cond_dim: int,
+        skips: bool = False,
+        warp: bool = False,
+        flow_stride: int = 1,
     ) -> None:
         super().__init__()
         channels = level_channels(size, width)
         top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
-        self.noise_dim, self.skips = noise_dim, skips
+        self.noise_dim, self.skips, self.warp, self.flow_stride = noise_dim, skips, warp, flow_stride
 
         self.encoder = nn.ModuleList()
         previous = 3
@@ -116,15 +142,17 @@ class VideoGenerator(nn.Module):
         skip_in = [c if skips else 0 for c in reversed(channels[:-1])]
         widths = list(reversed(channels[:-1]))
 
-        # Both decoders mirror the encoder's channels back up; the last level goes to pixels.
-        self.background = nn.ModuleList()
-        previous = joined
-        for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
-            self.background.append(
-                nn.Sequential(nn.ConvTranspose2d(previous + extra, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU())
-            )
-            previous = c
-        self.to_background = nn.Sequential(nn.ConvTranspose2d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
+        # Both decoders mirror the encoder's channels back up; the last level goes to pixels. With ``warp``
+        # the background is the input frame itself, moved by a generated flow, so there is no 2D stream.
+        if not warp:
+            self.background = nn.ModuleList()
+            previous = joined
+            for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
+                self.background.append(
+                    nn.Sequential(nn.ConvTranspose2d(previous + extra, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU())
+                )
+                previous = c
+            self.to_background = nn.Sequential(nn.ConvTranspose2d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
 
         # The code is a single time step; a (t0, 1, 1) kernel unfolds it into t0 steps.
         self.unfold = nn.Sequential(nn.ConvTranspose3d(joined, top, (t0, 1, 1)), nn.BatchNorm3d(top), nn.ReLU())
@@ -137,6 +165,18 @@ class VideoGenerator(nn.Module):
             previous = c
         self.to_foreground = nn.Sequential(nn.ConvTranspose3d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
         self.to_mask = nn.Sequential(nn.ConvTranspose3d(previous + skip_in[-1], 1, 4, 2, 1), nn.Sigmoid())
+        if warp:
+            # A flow per frame, in grid_sample's [-1, 1] units (it starts at zero: the first frame, still),
+            # from the decoder level at 1/flow_stride of the frame size, then upsampled: a coarse flow is a
+            # smooth one, and moves a shape whole instead of tearing it.
+            strides = [2**k for k in range(downsampling_levels(size) + 1)]
+            if flow_stride not in strides:
+                raise T2VError(f"model.flow_stride={flow_stride} must be one of {strides} at size {size}")
+            if flow_stride == 1:
+                self.to_flow: nn.Module = nn.ConvTranspose3d(previous + skip_in[-1], 2, 4, 2, 1)
+            else:
+                level_in = ([top, *widths])[len(widths) - (flow_stride.bit_length() - 2)]
+                self.to_flow = nn.Conv3d(level_in, 2, 3, 1, 1)
 
     def with_skip(self, hidden: Tensor, features: list[Tensor]) -> Tensor:
         """``hidden`` joined with the encoder features of its resolution (tiled over time for video)."""
@@ -164,15 +204,26 @@ class VideoGenerator(nn.Module):
             parts.append(tile(self.condition(embedding).to(code.dtype), code))
         joined = torch.cat(parts, dim=1)
 
+        hidden = self.unfold(joined.unsqueeze(2))
+        levels = [hidden]
+        for level in self.foreground:
+            hidden = level(self.with_skip(hidden, features))
+            levels.append(hidden)
+        hidden = self.with_skip(hidden, features)
+        foreground, mask = self.to_foreground(hidden), self.to_mask(hidden)
+        if self.warp:
+            if self.flow_stride == 1:
+                flow = self.to_flow(hidden)
+            else:
+                coarse = self.to_flow(levels[len(levels) - self.flow_stride.bit_length() + 1])
+                flow = F.interpolate(coarse, size=mask.shape[2:], mode="trilinear", align_corners=False)
+            background = warp_frames(image, flow)
+            video = mask * foreground + (1 - mask) * background
+            return {"video": video, "foreground": foreground, "background": image, "mask": mask, "flow": flow}
         background = joined
         for level in self.background:
             background = level(self.with_skip(background, features))
         background = self.to_background(self.with_skip(background, features))
-        hidden = self.unfold(joined.unsqueeze(2))
-        for level in self.foreground:
-            hidden = level(self.with_skip(hidden, features))
-        hidden = self.with_skip(hidden, features)
-        foreground, mask = self.to_foreground(hidden), self.to_mask(hidden)
         video = mask * foreground + (1 - mask) * background.unsqueeze(2)
         return {"video": video, "foreground": foreground, "background": background, "mask": mask}
 
@@ -226,6 +277,8 @@ class VideoGAN(AdversarialModule):
         recon_weight: float = 10.0,
         clip_l1: float = 0.0,
         skips: bool = False,
+        warp: bool = False,
+        flow_stride: int = 1,
         mask_l1: float = 0.0,
         noise_dim: int = 0,
         text_conditioning: bool = False,
@@ -272,9 +325,11 @@ class VideoGAN(AdversarialModule):
             assert text_encoder is not None
             self.text_encoder = freeze(TextEncoder(**text_encoder))
             embed_dim = self.text_encoder.out_dim(text_code)
-        self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim, skips)
+        self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim, skips, warp, flow_stride)
         self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
         self.generator.apply(init_weights)
+        if warp:
+            nn.init.zeros_(self.generator.to_flow.weight)
         self.discriminator.apply(init_weights)
         self.setup_ema()  # after init: the EMA copy starts from the initialised generator
 
@@ -383,7 +438,8 @@ class VideoGAN(AdversarialModule):
 
         ``text_features`` are captions as the data gives them (the batch's ``text``), required when
         text-conditioned; ``z`` (B, noise_dim) is drawn from N(0, 1) when not given. Returns ``video``
-        and ``foreground`` (B, 3, T, H, W), ``background`` (B, 3, H, W) and ``mask`` (B, 1, T, H, W).
+        and ``foreground`` (B, 3, T, H, W), ``background`` (B, 3, H, W) and ``mask`` (B, 1, T, H, W); with ``warp``,
+        ``background`` is the input frame and ``flow`` (B, 2, T, H, W) moves it.
         """
         size = self.hparams.size
         if first_frame.dim() != 4 or first_frame.shape[1] != 3 or tuple(first_frame.shape[2:]) != (size, size):

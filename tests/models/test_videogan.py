@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from t2v.errors import T2VError
-from t2v.models.videogan import VideoGAN
+from t2v.models.videogan import VideoGAN, warp_frames
 
 # The frozen text encoder stays in eval mode on purpose; Lightning warns about that at fit start.
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*module\(s\) in eval mode.*")
@@ -307,3 +308,43 @@ def test_skips_feed_the_encoder_features_to_both_decoders() -> None:
         first_layer_in
         == skipped.generator.foreground[-1][0].out_channels + skipped.generator.encoder[0][0].out_channels
     )
+
+
+def test_warp_frames_moves_the_pixels_by_the_flow() -> None:
+    image = torch.rand(2, 3, 8, 8)
+    still = torch.zeros(2, 2, 4, 8, 8)
+    assert torch.allclose(warp_frames(image, still), image[:, :, None].expand(-1, -1, 4, -1, -1), atol=1e-6)
+    one_pixel = still.clone()
+    one_pixel[:, 0] = 2 / 7  # x, in [-1, 1] units over 8 pixels: frame t at column j is the image at column j + 1
+    assert torch.allclose(warp_frames(image, one_pixel)[:, :, :, :, :-1], image[:, :, None, :, 1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("flow_stride", [1, 2, 4])
+def test_warp_moves_the_input_frame_instead_of_drawing_a_background(tmp_path: Path, flow_stride: int) -> None:
+    pl.seed_everything(0)
+    model = VideoGAN(**TINY, warp=True, skips=True, clip_l1=10.0, flow_stride=flow_stride)
+    assert not hasattr(model.generator, "background")  # no 2D stream to train
+    image = batch_of(2)["video"][:, :, 0]
+    out = model.generator(image)
+    assert out["flow"].shape == (2, 2, TINY["frames"], TINY["size"], TINY["size"]) and out["flow"].abs().max() == 0
+    m, fg = out["mask"], out["foreground"]
+    assert torch.equal(out["background"], image)
+    assert torch.allclose(out["video"], m * fg + (1 - m) * image[:, :, None], atol=1e-6)  # zero flow: still
+    record = Record()
+    trainer(tmp_path, steps=2 * 5, callbacks=[record], precision="bf16-mixed").fit(
+        model, DataLoader(Clips(16), batch_size=8)
+    )
+    assert all(math.isfinite(record.metrics[-1][f"train/{k}"]) for k in ("d_loss", "g_loss", "clip_l1"))
+    assert model.generator(image)["flow"].abs().max() > 0  # the flow learns from the sliding squares
+
+
+def test_a_coarse_flow_is_upsampled_and_bad_strides_are_refused() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(**TINY, warp=True, flow_stride=4)  # 16 px frames: the flow is made at 4 x 4
+    nn.init.normal_(model.generator.to_flow.weight)
+    flow = model.generator(torch.rand(2, 3, 16, 16) * 2 - 1)["flow"]
+    assert flow.shape == (2, 2, TINY["frames"], 16, 16) and flow.abs().max() > 0
+    # Trilinear upsampling of a 4 x 4 field: neighbouring pixels barely differ.
+    assert (flow[..., 1:] - flow[..., :-1]).abs().max() < 0.5 * flow.abs().max()
+    with pytest.raises(T2VError, match=r"model.flow_stride=3 must be one of \[1, 2, 4\] at size 16"):
+        VideoGAN(**TINY, warp=True, flow_stride=3)
