@@ -22,6 +22,7 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     videogan = compose_train("experiment=seed_2017", "stage=videogan")
     m = videogan.model
     assert (m.text_conditioning, m.text_code, m.noise_dim, m.clip_l1, m.recon_weight) == (False, False, 0, 0.0, 10.0)
+    assert (m.skips, m.warp) == (False, False)
     assert videogan.stage.upstream.siamese is None  # its D sees no text, so it needs no text encoder
     quickstart = compose_train("experiment=quickstart", "stage=videogan")
     assert (videogan.data.frames, videogan.data.size, videogan.data.num_clips) == (16, 32, 4000)
