@@ -103,6 +103,19 @@ def warp_frames(image: Tensor, flow: Tensor) -> Tensor:
     return warped.reshape(b, frames, c, h, w).transpose(1, 2).to(image.dtype)
 
 
+def upsampling_levels(
+    conv: type[nn.Module], norm: type[nn.Module], channels_in: int, widths: list[int], skip_in: list[int]
+) -> nn.ModuleList:
+    """A decoder stream's x2 levels (transposed conv, BN, ReLU) to ``widths``; each level after the first also
+    takes the encoder's skip channels of its input resolution (``skip_in``, 0 without skips)."""
+    levels = nn.ModuleList()
+    previous = channels_in
+    for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
+        levels.append(nn.Sequential(conv(previous + extra, c, 4, 2, 1), norm(c), nn.ReLU()))
+        previous = c
+    return levels
+
+
 class VideoGenerator(nn.Module):
     """First frame (+ caption embedding, + noise) -> background, foreground, mask and the composed clip.
 
@@ -145,26 +158,15 @@ class VideoGenerator(nn.Module):
         # Both decoders mirror the encoder's channels back up; the last level goes to pixels. With ``warp``
         # the background is the input frame itself, moved by a generated flow, so there is no 2D stream.
         if not warp:
-            self.background = nn.ModuleList()
-            previous = joined
-            for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
-                self.background.append(
-                    nn.Sequential(nn.ConvTranspose2d(previous + extra, c, 4, 2, 1), nn.BatchNorm2d(c), nn.ReLU())
-                )
-                previous = c
-            self.to_background = nn.Sequential(nn.ConvTranspose2d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
+            self.background = upsampling_levels(nn.ConvTranspose2d, nn.BatchNorm2d, joined, widths, skip_in)
+            self.to_background = nn.Sequential(nn.ConvTranspose2d(widths[-1] + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
 
         # The code is a single time step; a (t0, 1, 1) kernel unfolds it into t0 steps.
         self.unfold = nn.Sequential(nn.ConvTranspose3d(joined, top, (t0, 1, 1)), nn.BatchNorm3d(top), nn.ReLU())
-        self.foreground = nn.ModuleList()
-        previous = top
-        for c, extra in zip(widths, [0, *skip_in[:-1]], strict=True):
-            self.foreground.append(
-                nn.Sequential(nn.ConvTranspose3d(previous + extra, c, 4, 2, 1), nn.BatchNorm3d(c), nn.ReLU())
-            )
-            previous = c
-        self.to_foreground = nn.Sequential(nn.ConvTranspose3d(previous + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
-        self.to_mask = nn.Sequential(nn.ConvTranspose3d(previous + skip_in[-1], 1, 4, 2, 1), nn.Sigmoid())
+        self.foreground = upsampling_levels(nn.ConvTranspose3d, nn.BatchNorm3d, top, widths, skip_in)
+        pixels_in = widths[-1] + skip_in[-1]
+        self.to_foreground = nn.Sequential(nn.ConvTranspose3d(pixels_in, 3, 4, 2, 1), nn.Tanh())
+        self.to_mask = nn.Sequential(nn.ConvTranspose3d(pixels_in, 1, 4, 2, 1), nn.Sigmoid())
         if warp:
             # A flow per frame, in grid_sample's [-1, 1] units (it starts at zero: the first frame, still),
             # from the decoder level at 1/flow_stride of the frame size, then upsampled: a coarse flow is a
@@ -172,11 +174,12 @@ class VideoGenerator(nn.Module):
             strides = [2**k for k in range(downsampling_levels(size) + 1)]
             if flow_stride not in strides:
                 raise T2VError(f"model.flow_stride={flow_stride} must be one of {strides} at size {size}")
+            # Which of the 3D stream's outputs (unfold, then each up-level: 4 x 4, 8 x 8, ...) the flow reads.
+            self.flow_level = len(widths) + 1 - (flow_stride.bit_length() - 1)
             if flow_stride == 1:
-                self.to_flow: nn.Module = nn.ConvTranspose3d(previous + skip_in[-1], 2, 4, 2, 1)
+                self.to_flow: nn.Module = nn.ConvTranspose3d(pixels_in, 2, 4, 2, 1)
             else:
-                level_in = ([top, *widths])[len(widths) - (flow_stride.bit_length() - 2)]
-                self.to_flow = nn.Conv3d(level_in, 2, 3, 1, 1)
+                self.to_flow = nn.Conv3d([top, *widths][self.flow_level], 2, 3, 1, 1)
 
     def with_skip(self, hidden: Tensor, features: list[Tensor]) -> Tensor:
         """``hidden`` joined with the encoder features of its resolution (tiled over time for video)."""
@@ -215,7 +218,7 @@ class VideoGenerator(nn.Module):
             if self.flow_stride == 1:
                 flow = self.to_flow(hidden)
             else:
-                coarse = self.to_flow(levels[len(levels) - self.flow_stride.bit_length() + 1])
+                coarse = self.to_flow(levels[self.flow_level])
                 flow = F.interpolate(coarse, size=mask.shape[2:], mode="trilinear", align_corners=False)
             background = warp_frames(image, flow)
             video = mask * foreground + (1 - mask) * background
