@@ -4,8 +4,9 @@
 
 A linear classifier per attribute is trained on the training captions' representation and read on the
 test captions, split into seen and held-out attribute combinations (data.held_out). Three representations
-of the same captions, in the order the pipeline computes them: the fastText features (7,500-d), the
-frozen VAE's code (its mean), and the siamese text embedding that stage-I is conditioned on. A generator
+of the same captions, in the order the pipeline computes them: the fastText features (7,500-d), the mean
+of their word vectors (what the siamese option ``word_mean`` adds), the frozen VAE's code (its mean), and
+the siamese text embedding that stage-I is conditioned on. A generator
 conditioned on a representation can hardly show what a linear reader cannot find in it. This is a
 benchmark, not a test: it reads the chain in the artifact registry.
 """
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes  # noqa: E402
 from t2v.eval.probe import labels_of  # noqa: E402
-from t2v.models.siamese import TextEncoder  # noqa: E402
+from t2v.models.siamese import TextEncoder, word_mean  # noqa: E402
 from t2v.models.upstream import load_submodule  # noqa: E402
 from t2v.pipeline import artifacts  # noqa: E402
 from t2v.text.featurizer import FastTextFeaturizer  # noqa: E402
@@ -36,7 +37,12 @@ DATA_KEYS = ("num_clips", "frames", "size", "val_fraction", "test_fraction", "he
 def representations(encoder: TextEncoder, features: Tensor) -> dict[str, Tensor]:
     with torch.no_grad():
         code, _ = encoder.vae.encode(features)
-        return {"fastText features": features, "VAE code": code, "siamese embedding": encoder(features)}
+        return {
+            "fastText features": features,
+            "word mean": word_mean(features, encoder.vae.hparams.word_dim),
+            "VAE code": code,
+            "siamese embedding": encoder(features),
+        }
 
 
 def linear_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, steps: int) -> Tensor:

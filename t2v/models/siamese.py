@@ -1,6 +1,9 @@
 """Stage `siamese`: a joint text/image embedding (the original's Keras "Joint-Multimodal-Embedding").
 
 Text branch: the frozen VAE encoder's mean (500-d) -> Dense 500 ReLU -> Dropout -> Dense 512.
+Optionally (``word_mean``, off as published) the mean of the caption's word vectors sits beside the VAE
+code, in the head's input and in the code that later stages may read: unlike the VAE code, it composes
+(a linear reader finds "circle" in it for "red circle" even when no red circle was ever trained on).
 Image branch: a small CNN on one frame of the clip -> Dense 500 ReLU -> Dropout -> Dense 512 (the
 original used an ImageNet Xception, which cannot be downloaded here and is far too big for CPU).
 Matching pairs are pulled together and mismatched pairs pushed apart with the original's Euclidean
@@ -40,29 +43,46 @@ def head(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float, final_rel
     return nn.Sequential(*layers)
 
 
+def word_mean(features: Tensor, word_dim: int) -> Tensor:
+    """(B, word_dim) mean of each caption's word vectors; the all-zero padding slots don't count."""
+    words = features.view(len(features), -1, word_dim)
+    real = (words != 0).any(-1, keepdim=True).to(words.dtype)
+    return (words * real).sum(1) / real.sum(1).clamp_min(1)
+
+
 class TextEncoder(nn.Module):
-    """Caption features -> embedding: the frozen VAE encoder's mean, then a trainable head.
+    """Caption features -> embedding: the frozen VAE encoder's mean (and, with ``word_mean``, the mean
+    word vector beside it), then a trainable head.
 
     The later stages rebuild it from ``text_encoder_hparams`` (in the siamese manifest) and load its
     weights from the siamese checkpoint (keys under ``text_encoder.``).
     """
 
     def __init__(self, vae: dict[str, Any], embed_dim: int = 512, hidden_dim: int = 500,
-                 dropout: float = 0.5, final_relu: bool = True) -> None:  # fmt: skip
+                 dropout: float = 0.5, final_relu: bool = True, word_mean: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.vae = freeze(TextVAE(**vae))
-        self.head = head(vae["latent_dim"], hidden_dim, embed_dim, dropout, final_relu)
+        self.word_mean = word_mean
+        self.code_dim = self.vae.hparams.latent_dim + (self.vae.hparams.word_dim if word_mean else 0)
+        self.head = head(self.code_dim, hidden_dim, embed_dim, dropout, final_relu)
         self.embed_dim = embed_dim
 
-    def forward(self, features: Tensor, with_code: bool = False) -> Tensor:
-        """The embedding; with ``with_code``, followed by the VAE code it was computed from."""
+    def code(self, features: Tensor) -> Tensor:
+        """What the head reads: the VAE code, then the mean word vector when ``word_mean`` is on."""
         with torch.no_grad():
             mu, _ = self.vae.encode(features)
-        embedding = self.head(mu)
-        return torch.cat([embedding, mu], dim=-1) if with_code else embedding
+            if self.word_mean:
+                mu = torch.cat([mu, word_mean(features, self.vae.hparams.word_dim)], dim=-1)
+        return mu
+
+    def forward(self, features: Tensor, with_code: bool = False) -> Tensor:
+        """The embedding; with ``with_code``, followed by the code it was computed from."""
+        code = self.code(features)
+        embedding = self.head(code)
+        return torch.cat([embedding, code], dim=-1) if with_code else embedding
 
     def out_dim(self, with_code: bool = False) -> int:
-        return self.embed_dim + (self.vae.hparams.latent_dim if with_code else 0)
+        return self.embed_dim + (self.code_dim if with_code else 0)
 
 
 class ImageEncoder(nn.Module):
@@ -144,13 +164,14 @@ class SiameseEmbedding(pl.LightningModule):
         temperature: float = 0.1,
         optimizer: str = "adam",
         lr: float = 1e-4,
+        word_mean: bool = False,
     ) -> None:
         super().__init__()
         if loss not in SIAMESE_LOSSES:
             raise ValueError(f"model.loss={loss!r} is unknown; use one of {SIAMESE_LOSSES}")
         frame_indices(image_frame, 16, True)  # reject an unknown frame choice now
         self.save_hyperparameters()
-        self.text_encoder = TextEncoder(vae, embed_dim, hidden_dim, dropout, final_relu)
+        self.text_encoder = TextEncoder(vae, embed_dim, hidden_dim, dropout, final_relu, word_mean)
         self.image_encoder = ImageEncoder(list(image_widths), hidden_dim, embed_dim, dropout, final_relu)
         self.recall = nn.ModuleDict({f"r{k}": RetrievalHitRate(top_k=k) for k in RECALL_AT})
 
@@ -165,7 +186,7 @@ class SiameseEmbedding(pl.LightningModule):
     def text_encoder_hparams(self) -> dict[str, Any]:
         p = self.hparams
         return {"vae": p.vae, "embed_dim": p.embed_dim, "hidden_dim": p.hidden_dim, "dropout": p.dropout,
-                "final_relu": p.final_relu}  # fmt: skip
+                "final_relu": p.final_relu, "word_mean": p.word_mean}  # fmt: skip
 
     def image_encoder_hparams(self) -> dict[str, Any]:
         """The image branch's architecture (stage-I rebuilds it for its optional matching loss)."""

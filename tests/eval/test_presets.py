@@ -16,6 +16,7 @@ STAGES = ("vae", "siamese", "stage1", "videogan")
 def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train) -> None:
     siamese = compose_train("experiment=seed_2017", "stage=siamese")
     assert siamese.model.loss == "contrastive" and siamese.model.final_relu is True and siamese.model.margin == 1.0
+    assert siamese.model.word_mean is False  # the text reaches the embedding through the VAE alone
     stage1 = compose_train("experiment=seed_2017", "stage=stage1")
     assert stage1.model.kl_weight == 1.0 and stage1.model.match_weight == 0.0
     assert (stage1.model.text_code, stage1.model.d_head, stage1.model.spectral_norm) == (False, "concat", False)

@@ -126,3 +126,30 @@ def test_the_manifest_describes_both_branches_and_the_objective() -> None:
         embedding_loss(objective["kind"], text, images, keys, objective["margin"], objective["temperature"]),
         model.loss(text, images, keys),
     )
+
+
+def test_word_mean_skips_the_padding_slots() -> None:
+    from t2v.models.siamese import word_mean
+
+    words = torch.tensor([[[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    assert torch.equal(word_mean(words.flatten(1), 2), torch.tensor([[2.0, 1.0], [0.0, 0.0]]))
+
+
+def test_word_mean_joins_the_vae_code_in_the_head_and_the_code_and_survives_reload(tmp_path: Path) -> None:
+    from t2v.models.siamese import TextEncoder, word_mean
+
+    model = tiny(word_mean=True).eval()
+    text = ColourClips(4).text
+    mu, _ = model.text_encoder.vae.encode(text)
+    with_code = model.text_encoder(text, with_code=True)
+    embed_dim, latent, word_dim = 8, VAE["latent_dim"], VAE["word_dim"]
+    assert with_code.shape == (4, model.text_encoder.out_dim(with_code=True)) == (4, embed_dim + latent + word_dim)
+    assert torch.equal(with_code[:, embed_dim : embed_dim + latent], mu)
+    assert torch.equal(with_code[:, embed_dim + latent :], word_mean(text, word_dim))
+    # The head reads the word mean beside the VAE code.
+    assert model.text_encoder.head[0].in_features == latent + word_dim
+
+    rebuilt = TextEncoder(**model.text_encoder_hparams())
+    rebuilt.load_state_dict(model.text_encoder.state_dict())
+    assert torch.equal(rebuilt.eval()(text, with_code=True), with_code)
+    assert tiny().text_encoder_hparams()["word_mean"] is False  # off as published
