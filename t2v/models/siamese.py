@@ -70,10 +70,10 @@ class TextEncoder(nn.Module):
     def code(self, features: Tensor) -> Tensor:
         """What the head reads: the VAE code, then the mean word vector when ``word_mean`` is on."""
         with torch.no_grad():
-            mu, _ = self.vae.encode(features)
+            parts = [self.vae.encode(features)[0]]
             if self.word_mean:
-                mu = torch.cat([mu, word_mean(features, self.vae.hparams.word_dim)], dim=-1)
-        return mu
+                parts.append(word_mean(features, self.vae.hparams.word_dim))
+        return torch.cat(parts, dim=-1)
 
     def forward(self, features: Tensor, with_code: bool = False) -> Tensor:
         """The embedding; with ``with_code``, followed by the code it was computed from."""
