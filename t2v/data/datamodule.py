@@ -49,10 +49,12 @@ class WithText(Dataset):
         """A batch's items (the DataLoader's batched fetch), through the clips' own batched fetch if any."""
         fetch = getattr(self.clips, "__getitems__", None)
         items = fetch(positions) if fetch is not None else [self.clips[i] for i in positions]
-        for item in items:
-            index = int(item["index"])
-            item["text"] = torch.from_numpy(self.table[self.slots[index]].reshape(-1))
-            item["text_len"] = torch.tensor(self.n_words[index], dtype=torch.long)
+        rows = np.fromiter((int(item["index"]) for item in items), dtype=np.int64, count=len(items))
+        # One gather for the whole batch; each item gets its row (a view, which the collate copies once).
+        text = torch.from_numpy(self.table[self.slots[rows]].reshape(len(items), -1))
+        n_words = torch.from_numpy(self.n_words[rows].astype(np.int64))
+        for item, features, length in zip(items, text, n_words, strict=True):
+            item["text"], item["text_len"] = features, length
         return items
 
 
