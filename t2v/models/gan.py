@@ -99,24 +99,6 @@ def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -
     return choice
 
 
-def near_mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """For each row i, a random row j among those whose key differs from key i in the fewest entries.
-
-    "Hard" wrong captions for a matching-aware D: with random ones, most differ in the attribute with the
-    most values (the colour), and D can turn them down without looking at the shape. A row whose key every
-    other row shares gets a plain different row, as in :func:`mismatched_indices`.
-    """
-    b = keys.shape[0]
-    if b < 2:
-        return torch.zeros(b, dtype=torch.long, device=keys.device)
-    keys = keys.reshape(b, -1)
-    differing = (keys[:, None, :] != keys[None, :, :]).sum(-1)
-    others = ~torch.eye(b, dtype=torch.bool, device=keys.device)
-    distance = differing.masked_fill(differing == 0, keys.shape[1] + 1).masked_fill(~others, keys.shape[1] + 2)
-    nearest = distance == distance.min(1, keepdim=True).values
-    return torch.multinomial(nearest.float(), 1, generator=generator).squeeze(1)
-
-
 def grad_norm(parameters: list[nn.Parameter]) -> Tensor:
     """The total L2 norm of the gradients of ``parameters`` (0 when none has a gradient)."""
     norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]

@@ -12,7 +12,6 @@ contrastive loss (margin 1); in-batch InfoNCE and a triplet loss are alternative
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.retrieval import RetrievalHitRate
 
-from t2v.errors import T2VError
 from t2v.models.gan import mismatched_indices
 from t2v.models.upstream import freeze, load_submodule
 from t2v.models.vae import TextVAE
@@ -259,17 +257,12 @@ class SiameseEmbedding(pl.LightningModule):
         return torch.optim.Adam(params, lr=self.hparams.lr)
 
 
-def caption_keys(batch: dict[str, Any], attributes: Sequence[str] | None = None) -> Tensor:
-    """What each caption means: its attribute labels (all, or only ``attributes``) when the data has them,
-    else its features."""
+def caption_keys(batch: dict[str, Any]) -> Tensor:
+    """What each caption means: its attribute labels when the data has them, else its features."""
     labels = batch.get("labels")
-    if not labels:
-        return batch["text"]
-    names = sorted(labels) if attributes is None else list(attributes)
-    missing = [name for name in names if name not in labels]
-    if missing:
-        raise T2VError(f"the data has no {missing} labels (it has {sorted(labels)}); fix model.wrong_attributes")
-    return torch.stack([labels[name] for name in names], dim=1)
+    if labels:
+        return torch.stack([labels[name] for name in sorted(labels)], dim=1)
+    return batch["text"]
 
 
 def retrieval_recall(text: Tensor, image: Tensor, keys: Tensor, metrics: nn.ModuleDict) -> dict[int, Tensor]:

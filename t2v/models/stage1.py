@@ -11,8 +11,6 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
   FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
 - Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
 - Optional (``text_code``, off as published): G and D also see the VAE code the embedding was computed from.
-- Optional (``wrong_captions="near"``, random as published): D's wrong caption for an image is one that
-  differs from the right one in as few attributes (``wrong_attributes``) as any in the batch.
 - Optional (``match_weight`` > 0, off as published): G also minimises the siamese objective between its
   images, seen by the frozen siamese image encoder, and their captions (a semantic term, as AttnGAN's DAMSM).
 
@@ -30,13 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from t2v.errors import T2VError
-from t2v.models.gan import (
-    AdversarialModule,
-    downsampling_levels,
-    mismatched_indices,
-    near_mismatched_indices,
-    probability,
-)
+from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
 from t2v.models.siamese import ImageEncoder, TextEncoder, caption_keys, embedding_loss
 from t2v.models.upstream import freeze, load_submodule
 
@@ -137,8 +129,6 @@ class ConditionedGenerator(nn.Module):
 
 
 D_HEADS = ("concat", "projection")
-# Which wrong captions the matching-aware D scores: any that says something else, or the nearest such.
-WRONG_CAPTIONS = ("random", "near")
 
 
 class MatchingDiscriminator(nn.Module):
@@ -213,8 +203,6 @@ class Stage1GAN(AdversarialModule):
         text_code: bool = False,
         d_head: str = "concat",
         spectral_norm: bool = False,
-        wrong_captions: str = "random",
-        wrong_attributes: list[str] | None = None,
         size: int = 64,
         frame: int = 0,
         z_dim: int = 100,
@@ -237,9 +225,6 @@ class Stage1GAN(AdversarialModule):
         steps = downsampling_levels(size)
         if width <= 0:
             raise T2VError(f"model.width={width} must be positive; 1.0 is the published size, 0.125 a CPU-sized one")
-        if wrong_captions not in WRONG_CAPTIONS:
-            choices = ", ".join(WRONG_CAPTIONS)
-            raise T2VError(f"model.wrong_captions={wrong_captions!r} is unknown; use one of {choices}")
         if match_weight < 0:
             raise T2VError(f"model.match_weight={match_weight} must be 0 or more")
         if match_weight and not (image_encoder and objective):
@@ -325,9 +310,7 @@ class Stage1GAN(AdversarialModule):
 
     def wrong_indices(self, batch: dict[str, Any]) -> Tensor:
         """Row j for each row i whose caption says something else (different labels, or features)."""
-        keys = caption_keys(batch, self.hparams.wrong_attributes)
-        pick = near_mismatched_indices if self.hparams.wrong_captions == "near" else mismatched_indices
-        return pick(keys)
+        return mismatched_indices(caption_keys(batch))
 
     def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         real = self.target_images(batch)

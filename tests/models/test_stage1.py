@@ -177,35 +177,6 @@ def test_wrong_indices_pick_different_labels() -> None:
         assert (keys[wrong] != keys).any(1).all()
 
 
-def test_near_wrong_captions_differ_in_the_fewest_attributes() -> None:
-    from t2v.models.gan import near_mismatched_indices
-
-    # (shape, colour): row 0's nearest wrong rows are 1 (shape differs) and 2 (colour differs), never 3.
-    keys = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1], [0, 0]])
-    picked = {near_mismatched_indices(keys, torch.Generator().manual_seed(s))[0].item() for s in range(40)}
-    assert picked == {1, 2}
-    for seed in range(10):
-        wrong = near_mismatched_indices(keys, torch.Generator().manual_seed(seed))
-        differing = (keys[wrong] != keys).sum(1)
-        assert differing.min() >= 1 and (differing == 1).all()
-    # Nothing else to pick: a row whose key all rows share still gets another row.
-    same = near_mismatched_indices(torch.zeros(3, 2, dtype=torch.long), torch.Generator().manual_seed(0))
-    assert (same != torch.arange(3)).all()
-
-
-def test_stage1_wrong_captions_option_and_its_errors() -> None:
-    model, batch = oracle_setup()
-    near = tiny_model(wrong_captions="near", wrong_attributes=["shape"])
-    for seed in range(5):
-        torch.manual_seed(seed)
-        wrong = near.wrong_indices(batch)
-        assert (batch["labels"]["shape"][wrong] != batch["labels"]["shape"]).all()
-    with pytest.raises(T2VError, match="model.wrong_captions='hardest' is unknown"):
-        tiny_model(wrong_captions="hardest")
-    with pytest.raises(T2VError, match=r"no \['size'\] labels.*model.wrong_attributes"):
-        tiny_model(wrong_attributes=["size"]).wrong_indices(batch)
-
-
 def test_generator_loss_adds_weighted_kl() -> None:
     model, batch = oracle_setup()
     for kl_weight in (1.0, 2.0):
