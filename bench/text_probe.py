@@ -3,12 +3,12 @@
     python bench/text_probe.py [--artifacts-dir artifacts] [--siamese latest|<artifact folder>] [--steps 300]
 
 A linear classifier per attribute is trained on the training captions' representation and read on the
-test captions, split into seen and held-out attribute combinations (data.held_out). Three representations
+test captions, split into seen and held-out attribute combinations (data.held_out). Four representations
 of the same captions, in the order the pipeline computes them: the fastText features (7,500-d), the mean
 of their word vectors (what the siamese option ``word_mean`` adds), the frozen VAE's code (its mean), and
-the siamese text embedding that stage-I is conditioned on. A generator
-conditioned on a representation can hardly show what a linear reader cannot find in it. This is a
-benchmark, not a test: it reads the chain in the artifact registry.
+the siamese text embedding that stage-I is conditioned on. A generator conditioned on a representation
+can hardly show what a linear reader cannot find in it. This is a benchmark, not a test: it reads the
+chain in the artifact registry.
 """
 
 from __future__ import annotations

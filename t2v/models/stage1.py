@@ -10,7 +10,8 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
 - D (the TensorFlow original's head): stride-2 4x4 convs down to 4x4; the embedding through its own
   FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
 - Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
-- Optional (``text_code``, off as published): G and D also see the VAE code the embedding was computed from.
+- Optional (``text_code``, off as published): G and D also see the code the embedding was
+  computed from (the VAE code, and the mean word vector when the siamese stage has ``word_mean``).
 - Optional (``match_weight`` > 0, off as published): G also minimises the siamese objective between its
   images, seen by the frozen siamese image encoder, and their captions (a semantic term, as AttnGAN's DAMSM).
 
@@ -266,7 +267,7 @@ class Stage1GAN(AdversarialModule):
     @torch.no_grad()
     def embed_text(self, features: Tensor) -> Tensor:
         """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim),
-        followed by the VAE code it was computed from when ``text_code`` is on."""
+        followed by the code it was computed from when ``text_code`` is on."""
         return self.text_encoder(features, with_code=self.hparams.text_code)
 
     @torch.no_grad()
@@ -347,7 +348,7 @@ class Stage1GAN(AdversarialModule):
         a semantic term, like AttnGAN's DAMSM loss, that rewards images the siamese model reads as the caption."""
         objective = self.hparams.objective
         image_embedding = self.image_encoder(images).float()
-        text_embedding = embedding[:, : self.text_encoder.embed_dim].float()  # without the VAE code
+        text_embedding = embedding[:, : self.text_encoder.embed_dim].float()  # without the code behind it
         return embedding_loss(
             objective["kind"], text_embedding, image_embedding, keys, objective["margin"], objective["temperature"]
         )
