@@ -88,6 +88,12 @@ def condition_projection(embed_dim: int, cond_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(embed_dim, cond_dim), nn.LeakyReLU(0.2))
 
 
+def blur_half(images: Tensor) -> Tensor:
+    """Images (B, C, H, W) averaged down to half size and bilinearly back: detail finer than 2 pixels is lost."""
+    small = F.interpolate(images, scale_factor=0.5, mode="area")
+    return F.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def warp_frames(image: Tensor, flow: Tensor) -> Tensor:
     """The image (B, C, H, W) resampled at every frame's flow (B, 2, T, H, W): frame t at pixel p is the image
     at p + flow[t](p) (x then y, in grid_sample's [-1, 1] units), bilinearly; outside it, the nearest border."""
@@ -296,6 +302,7 @@ class VideoGAN(AdversarialModule):
         clip_grad_norm: float | None = None,
         ema_decay: float = 0.0,
         ema_start: int = 0,
+        input_blur: float = 0.0,
     ) -> None:
         super().__init__(
             lr_g=lr_g, lr_d=lr_d, betas=betas, d_steps=d_steps, gan_loss=gan_loss, clip_grad_norm=clip_grad_norm,
@@ -312,6 +319,8 @@ class VideoGAN(AdversarialModule):
         ):
             if value < 0:
                 raise T2VError(f"model.{name}={value} must be 0 or more")
+        if not 0 <= input_blur <= 1:
+            raise T2VError(f"model.input_blur={input_blur} is a probability; use a value in [0, 1] (0 = off)")
         if text_conditioning and cond_dim < 1:
             raise T2VError(f"model.cond_dim={cond_dim} must be at least 1 with text conditioning (128 as in StackGAN)")
         if text_conditioning and not text_encoder:
@@ -391,6 +400,10 @@ class VideoGAN(AdversarialModule):
     def fake(self, batch: dict[str, Any], embedding: Tensor | None) -> dict[str, Tensor]:
         """G's clips from the real first frames (the training input, as published)."""
         first = self.real_video(batch)[:, :, 0]
+        if self.training and self.hparams.input_blur > 0:
+            # At sampling time the input is a stage-I image, blurrier than any real frame.
+            pick = torch.rand(len(first), device=first.device) < self.hparams.input_blur
+            first = torch.where(pick[:, None, None, None], blur_half(first), first)
         return self.generator(first, embedding, self.noise(len(first), first.device))
 
     # -- the losses -----------------------------------------------------------------------------

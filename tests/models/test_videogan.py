@@ -348,3 +348,26 @@ def test_a_coarse_flow_is_upsampled_and_bad_strides_are_refused() -> None:
     assert (flow[..., 1:] - flow[..., :-1]).abs().max() < 0.5 * flow.abs().max()
     with pytest.raises(T2VError, match=r"model.flow_stride=3 must be one of \[1, 2, 4\] at size 16"):
         VideoGAN(**TINY, warp=True, flow_stride=3)
+
+
+def test_input_blur_blurs_some_training_inputs_and_never_sampling_ones() -> None:
+    from t2v.models.videogan import blur_half
+
+    checkerboard = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1
+    image = checkerboard.expand(1, 3, 8, 8)
+    assert blur_half(image).abs().max() < 0.5 < image.abs().min()  # the 1-pixel pattern is gone
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    assert torch.allclose(blur_half(flat), flat)
+
+    model = VideoGAN(**TINY, input_blur=1.0)
+    seen: list[torch.Tensor] = []
+    model.generator.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    batch = batch_of(2)
+    model.train()
+    model.fake(batch, None)
+    assert torch.allclose(seen[-1], blur_half(batch["video"][:, :, 0]))
+    model.eval()
+    model.fake(batch, None)
+    assert torch.equal(seen[-1], batch["video"][:, :, 0])
+    with pytest.raises(T2VError, match="model.input_blur=1.5 is a probability"):
+        VideoGAN(**TINY, input_blur=1.5)
