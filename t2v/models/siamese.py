@@ -50,6 +50,11 @@ def word_mean(features: Tensor, word_dim: int) -> Tensor:
     return (words * real).sum(1) / real.sum(1).clamp_min(1)
 
 
+def unit_rms(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Each row rescaled to a root-mean-square of 1 (its direction kept)."""
+    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).to(x.dtype)
+
+
 class TextEncoder(nn.Module):
     """Caption features -> embedding: the frozen VAE encoder's mean (and, with ``word_mean``, the mean
     word vector beside it), then a trainable head.
@@ -67,19 +72,26 @@ class TextEncoder(nn.Module):
         self.head = head(self.code_dim, hidden_dim, embed_dim, dropout, final_relu)
         self.embed_dim = embed_dim
 
-    def code(self, features: Tensor) -> Tensor:
+    def code_parts(self, features: Tensor) -> list[Tensor]:
         """What the head reads: the VAE code, then the mean word vector when ``word_mean`` is on."""
         with torch.no_grad():
             parts = [self.vae.encode(features)[0]]
             if self.word_mean:
                 parts.append(word_mean(features, self.vae.hparams.word_dim))
-        return torch.cat(parts, dim=-1)
+        return parts
 
-    def forward(self, features: Tensor, with_code: bool = False) -> Tensor:
-        """The embedding; with ``with_code``, followed by the code it was computed from."""
-        code = self.code(features)
-        embedding = self.head(code)
-        return torch.cat([embedding, code], dim=-1) if with_code else embedding
+    def forward(self, features: Tensor, with_code: bool = False, balanced: bool = False) -> Tensor:
+        """The embedding; with ``with_code``, followed by the code it was computed from.
+
+        With ``balanced``, each part (embedding, VAE code, word mean) is rescaled to unit RMS per caption.
+        Their scales differ ~40x (word mean ~0.02, VAE code ~0.7), and a layer reading them as they are
+        starts out nearly deaf to the small ones.
+        """
+        code = self.code_parts(features)
+        parts = [self.head(torch.cat(code, dim=-1))] + (code if with_code else [])
+        if balanced:
+            parts = [unit_rms(part) for part in parts]
+        return torch.cat(parts, dim=-1)
 
     def out_dim(self, with_code: bool = False) -> int:
         return self.embed_dim + (self.code_dim if with_code else 0)

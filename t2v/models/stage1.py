@@ -11,7 +11,14 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
   FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
 - Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
 - Optional (``text_code``, off as published): G and D also see the code the embedding was
-  computed from (the VAE code, and the mean word vector when the siamese stage has ``word_mean``).
+  computed from (the VAE code, and the mean word vector when the siamese stage has ``word_mean``);
+  with ``text_balance``, each of those parts is rescaled to unit RMS first.
+- Optional (``read_weight`` > 0, off as published): D also learns to tell, from a real image, which of the
+  batch's captions is its own (InfoNCE on the cosine similarity of D's pooled features and the text input,
+  each through a linear map), and G is asked to make images D matches to their own captions just as well: an
+  auxiliary-classifier GAN (Odena et al. 2017) whose classes are the batch's captions, like XMC-GAN's
+  contrastive D (Zhang et al. 2021). A wrong caption asks D about one pair; this asks about every caption in
+  the batch for every real image.
 - Optional (``match_weight`` > 0, off as published): G also minimises the siamese objective between its
   images, seen by the frozen siamese image encoder, and their captions (a semantic term, as AttnGAN's DAMSM).
 
@@ -26,6 +33,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2v.errors import T2VError
@@ -36,6 +44,8 @@ from t2v.models.upstream import freeze, load_submodule
 # The published widths (StackGAN GF_DIM 128 and DF_DIM 64), which ``width`` multiplies.
 GF_DIM, DF_DIM = 128, 64
 MIN_CHANNELS = 4
+# Softmax temperature of D's caption reading (CLIP-like, on cosine similarities).
+READ_TEMPERATURE = 0.1
 
 
 def scaled(channels: float, width: float) -> int:
@@ -143,7 +153,14 @@ class MatchingDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, embed_dim: int, c_dim: int, ndf: int, downs: int, head: str = "concat", spectral_norm: bool = False
+        self,
+        embed_dim: int,
+        c_dim: int,
+        ndf: int,
+        downs: int,
+        head: str = "concat",
+        spectral_norm: bool = False,
+        reads_text: bool = False,
     ) -> None:
         super().__init__()
         if head not in D_HEADS:
@@ -168,6 +185,10 @@ class MatchingDiscriminator(nn.Module):
         else:
             self.text = nn.Linear(embed_dim, top)
             self.joint = nn.Conv2d(top, 1, 4)
+        # With ``reads_text``, linear maps of the pooled image features and of the text into one space, where
+        # D tells which caption of the batch an image shows.
+        self.image_reading = nn.Linear(top, embed_dim) if reads_text else None
+        self.text_reading = nn.Linear(embed_dim, embed_dim) if reads_text else None
         if spectral_norm:
             self.apply(init_dcgan)
             for module in self.modules():
@@ -184,6 +205,13 @@ class MatchingDiscriminator(nn.Module):
             return self.joint(features).flatten() + match
         cond = self.text(embedding)[:, :, None, None].expand(-1, -1, *features.shape[2:])
         return self.joint(torch.cat([features, cond], dim=1)).flatten()
+
+    def reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """(B images, B captions) cosine similarities / temperature in the reading space (needs ``reads_text``)."""
+        assert self.image_reading is not None and self.text_reading is not None
+        image = F.normalize(self.image_reading(features.mean(dim=(2, 3))).float(), dim=1)
+        text = F.normalize(self.text_reading(embedding).float(), dim=1)
+        return image @ text.T / READ_TEMPERATURE
 
     def forward(self, image: Tensor, embedding: Tensor) -> Tensor:
         return self.logits(self.features(image), embedding)
@@ -202,6 +230,8 @@ class Stage1GAN(AdversarialModule):
         objective: dict[str, Any] | None = None,
         match_weight: float = 0.0,
         text_code: bool = False,
+        text_balance: bool = False,
+        read_weight: float = 0.0,
         d_head: str = "concat",
         spectral_norm: bool = False,
         size: int = 64,
@@ -228,6 +258,8 @@ class Stage1GAN(AdversarialModule):
             raise T2VError(f"model.width={width} must be positive; 1.0 is the published size, 0.125 a CPU-sized one")
         if match_weight < 0:
             raise T2VError(f"model.match_weight={match_weight} must be 0 or more")
+        if read_weight < 0:
+            raise T2VError(f"model.read_weight={read_weight} must be 0 or more")
         if match_weight and not (image_encoder and objective):
             raise T2VError(
                 "model.match_weight > 0 needs the siamese image encoder, which this siamese artifact does not "
@@ -243,7 +275,7 @@ class Stage1GAN(AdversarialModule):
         embed_dim = self.text_encoder.out_dim(text_code)
         self.generator = ConditionedGenerator(embed_dim, z_dim, c_dim, scaled(GF_DIM * 8, width), steps)
         self.discriminator = MatchingDiscriminator(
-            embed_dim, c_dim, scaled(DF_DIM, width), steps, head=d_head, spectral_norm=spectral_norm
+            embed_dim, c_dim, scaled(DF_DIM, width), steps, d_head, spectral_norm, reads_text=read_weight > 0
         )
         self.generator.apply(init_dcgan)
         self.discriminator.apply(init_dcgan)
@@ -268,7 +300,7 @@ class Stage1GAN(AdversarialModule):
     def embed_text(self, features: Tensor) -> Tensor:
         """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim),
         followed by the code it was computed from when ``text_code`` is on."""
-        return self.text_encoder(features, with_code=self.hparams.text_code)
+        return self.text_encoder(features, with_code=self.hparams.text_code, balanced=self.hparams.text_balance)
 
     @torch.no_grad()
     def generate(self, text_features: Tensor, z: Tensor | None = None, sample_condition: bool = False) -> Tensor:
@@ -323,32 +355,50 @@ class Stage1GAN(AdversarialModule):
         wrong_logits = self.discriminator.logits(features, embedding[self.wrong_indices(batch)])
         fake_logits = self.discriminator(fake, embedding)
         loss = self.gan.real(real_logits) + 0.5 * (self.gan.fake(wrong_logits) + self.gan.fake(fake_logits))
-        return {
-            "d_loss": loss,
+        terms = {
             "d_real": probability(real_logits),
             "d_wrong": probability(wrong_logits),
             "d_fake": probability(fake_logits),
         }
+        if self.hparams.read_weight:
+            read = self.reading_loss(features, embedding, caption_keys(batch))
+            loss = loss + self.hparams.read_weight * read
+            terms["d_read"] = read.detach()
+        return {"d_loss": loss, **terms}
 
     def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         embedding = self.embed_text(batch["text"])
         fake, mu, log_sigma = self.generator(embedding, self.noise(len(embedding), embedding.device))
         kl = kl_divergence(mu, log_sigma)
-        adversarial = self.gan.generator(self.discriminator(fake, embedding))
+        features = self.discriminator.features(fake)
+        adversarial = self.gan.generator(self.discriminator.logits(features, embedding))
         loss = adversarial + self.hparams.kl_weight * kl
         terms = {"g_adv": adversarial.detach(), "kl": kl.detach()}
+        if self.hparams.read_weight:
+            read = self.reading_loss(features, embedding, caption_keys(batch))
+            loss = loss + self.hparams.read_weight * read
+            terms["g_read"] = read.detach()
         if self.image_encoder is not None:
-            match = self.match_loss(fake, embedding, caption_keys(batch))
+            match = self.match_loss(fake, batch["text"], caption_keys(batch))
             loss = loss + self.hparams.match_weight * match
             terms["match"] = match.detach()
         return {"g_loss": loss, **terms}
 
-    def match_loss(self, images: Tensor, embedding: Tensor, keys: Tensor) -> Tensor:
+    def reading_loss(self, features: Tensor, embedding: Tensor, keys: Tensor) -> Tensor:
+        """Cross-entropy of D picking each image's caption among the batch's; captions that mean the same thing
+        (same ``keys``) as the right one are not counted as wrong."""
+        logits = self.discriminator.reading_logits(features, embedding)
+        eye = torch.eye(len(keys), dtype=torch.bool, device=keys.device)
+        same = (keys[:, None, :] == keys[None, :, :]).all(-1) & ~eye
+        return F.cross_entropy(logits.masked_fill(same, -1e4), torch.arange(len(keys), device=keys.device))
+
+    def match_loss(self, images: Tensor, text_features: Tensor, keys: Tensor) -> Tensor:
         """The siamese objective between G's images (through the frozen image encoder) and their captions:
         a semantic term, like AttnGAN's DAMSM loss, that rewards images the siamese model reads as the caption."""
         objective = self.hparams.objective
         image_embedding = self.image_encoder(images).float()
-        text_embedding = embedding[:, : self.text_encoder.embed_dim].float()  # without the code behind it
+        with torch.no_grad():  # the siamese embedding alone, at the scale the objective was trained on
+            text_embedding = self.text_encoder(text_features).float()
         return embedding_loss(
             objective["kind"], text_embedding, image_embedding, keys, objective["margin"], objective["temperature"]
         )

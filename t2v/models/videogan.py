@@ -293,6 +293,7 @@ class VideoGAN(AdversarialModule):
         text_conditioning: bool = False,
         text_encoder: dict[str, Any] | None = None,
         text_code: bool = False,
+        text_balance: bool = False,
         cond_dim: int = 128,
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
@@ -378,7 +379,9 @@ class VideoGAN(AdversarialModule):
         if text_features is None:
             raise T2VError("this videogan model is text-conditioned; pass the caption's text features")
         with torch.no_grad():
-            return self.text_encoder(text_features, with_code=self.hparams.text_code)
+            return self.text_encoder(
+                text_features, with_code=self.hparams.text_code, balanced=self.hparams.text_balance
+            )
 
     def noise(self, batch_size: int, device: torch.device) -> Tensor | None:
         noise_dim = self.hparams.noise_dim

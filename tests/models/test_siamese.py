@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from t2v.models.siamese import (
@@ -153,3 +154,15 @@ def test_word_mean_joins_the_vae_code_in_the_head_and_the_code_and_survives_relo
     rebuilt.load_state_dict(model.text_encoder.state_dict())
     assert torch.equal(rebuilt.eval()(text, with_code=True), with_code)
     assert tiny().text_encoder_hparams()["word_mean"] is False  # off as published
+
+
+def test_balanced_text_puts_every_part_at_unit_rms_and_keeps_its_direction() -> None:
+    model = tiny(word_mean=True).eval()
+    text = ColourClips(4).text
+    plain = model.text_encoder(text, with_code=True)
+    balanced = model.text_encoder(text, with_code=True, balanced=True)
+    cuts = [0, 8, 8 + VAE["latent_dim"], plain.shape[1]]  # embedding | VAE code | word mean
+    for start, end in zip(cuts[:-1], cuts[1:], strict=True):
+        part = balanced[:, start:end]
+        torch.testing.assert_close(part.pow(2).mean(1), torch.ones(4))
+        torch.testing.assert_close(F.cosine_similarity(part, plain[:, start:end], dim=1), torch.ones(4))

@@ -310,19 +310,21 @@ def test_match_weight_needs_the_siamese_image_encoder() -> None:
 
 
 @pytest.mark.parametrize("kind", ["infonce", "contrastive", "triplet"])
-@pytest.mark.parametrize("text_code", [False, True])
-def test_match_loss_reaches_g_and_leaves_the_image_encoder_frozen(kind: str, text_code: bool) -> None:
+@pytest.mark.parametrize(("text_code", "text_balance"), [(False, False), (True, False), (True, True)])
+def test_match_loss_reaches_g_and_leaves_the_image_encoder_frozen(
+    kind: str, text_code: bool, text_balance: bool
+) -> None:
     torch.manual_seed(0)
     objective = {**OBJECTIVE, "kind": kind}
-    model = tiny_model(match_weight=2.0, image_encoder=IMAGE_ENCODER, objective=objective, text_code=text_code)
+    model = tiny_model(
+        match_weight=2.0, image_encoder=IMAGE_ENCODER, objective=objective, text_code=text_code,
+        text_balance=text_balance,
+    )  # fmt: skip
     model.train()
     assert not model.image_encoder.training
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
     terms = model.generator_terms(batch_of(BATCH))
     assert terms["match"] > 0
-    model.match_loss(
-        model.generate(batch_of(BATCH)["text"]), torch.randn(BATCH, EMBED_DIM), torch.arange(BATCH)[:, None]
-    )
     terms["g_loss"].backward()
     assert all(p.grad is not None for p in model.generator.net.to_rgb.parameters())
     assert all(p.grad is None for p in model.image_encoder.parameters())
@@ -386,3 +388,35 @@ def test_text_code_joins_the_vae_code_and_survives_reload(tmp_path: Path) -> Non
     loaded = Stage1GAN.load_from_checkpoint(path)
     z = torch.randn(BATCH, 8)
     assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
+
+
+def test_read_weight_makes_d_tell_which_caption_a_real_image_shows_and_asks_g_for_images_it_matches() -> None:
+    torch.manual_seed(0)
+    assert tiny_model().discriminator.image_reading is None  # off as published
+    model = tiny_model(read_weight=2.0, text_code=True, text_balance=True)
+    batch = batch_of(BATCH)  # captions of two kinds (labels): rows of the same kind are not wrong for each other
+    keys = torch.stack([batch["labels"][k] for k in sorted(batch["labels"])], dim=1)
+    embedding = model.embed_text(batch["text"])
+    real = model.discriminator.features(batch["video"][:, :, 0])
+    logits = model.discriminator.reading_logits(real, embedding)
+    assert logits.shape == (BATCH, BATCH) and logits.abs().max() <= 1 / 0.1 + 1e-4  # cosine / temperature
+    same_kind = (keys[:, None] == keys[None]).all(-1)
+    assert same_kind.sum() > BATCH  # some rows share a kind, so the masking is exercised
+    others_of_the_same_kind = same_kind & ~torch.eye(BATCH, dtype=torch.bool)
+    expected = F.cross_entropy(logits.masked_fill(others_of_the_same_kind, float("-inf")), torch.arange(BATCH))
+
+    d_terms = model.discriminator_terms(batch)
+    assert d_terms["d_read"].item() == pytest.approx(expected.item(), rel=1e-5)
+    d_terms["d_loss"].backward()
+    assert model.discriminator.image_reading.weight.grad is not None
+    assert model.discriminator.text_reading.weight.grad is not None
+
+    model.zero_grad()
+    g_terms = model.generator_terms(batch)
+    total = g_terms["g_adv"] + model.hparams.kl_weight * g_terms["kl"] + 2.0 * g_terms["g_read"]
+    assert g_terms["g_loss"].item() == pytest.approx(total.item(), rel=1e-5)
+    g_terms["g_loss"].backward()
+    assert all(p.grad is not None for p in model.generator.net.to_rgb.parameters())
+
+    with pytest.raises(T2VError, match=r"model.read_weight=-1.0 must be 0 or more"):
+        tiny_model(read_weight=-1.0)

@@ -274,6 +274,11 @@ def test_text_code_joins_the_vae_code_to_the_embedding() -> None:
     image = batch["video"][:1, :, 0].expand(2, -1, -1, -1)
     assert model.generate(image, batch["text"])["video"].shape == (2, 3, TINY["frames"], TINY["size"], TINY["size"])
 
+    balanced = VideoGAN(**TINY, text_conditioning=True, text_code=True, text_balance=True, text_encoder=TEXT_ENCODER)
+    balanced.load_state_dict(model.state_dict())
+    code = balanced.embed(batch["text"])[:, -latent:]
+    torch.testing.assert_close(code, mu * torch.rsqrt(mu.pow(2).mean(1, keepdim=True)))
+
 
 def test_clip_l1_is_the_whole_clip_against_the_real_one() -> None:
     torch.manual_seed(0)
