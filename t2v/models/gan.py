@@ -75,6 +75,11 @@ def downsampling_levels(size: int) -> int:
     return size.bit_length() - 3  # log2(size) - log2(4)
 
 
+def same_meaning(keys: Tensor) -> Tensor:
+    """(B, B) bool: whether captions i and j say the same thing (equal rows of ``keys``, which is (B, K))."""
+    return (keys[:, None, :] == keys[None, :, :]).all(-1)
+
+
 def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """For each row i, an index j whose key differs from key i ("wrong" captions for a matching-aware D).
 
@@ -90,7 +95,7 @@ def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -
     order = torch.randperm(b, generator=generator).to(keys.device)
     choice = torch.empty(b, dtype=torch.long, device=keys.device)
     choice[order] = order.roll(-int(shift))  # a derangement: nobody is paired with themselves
-    same = (keys[:, None, :] == keys[None, :, :]).all(-1)  # (B, B)
+    same = same_meaning(keys)
     clash = same[torch.arange(b, device=keys.device), choice]
     for i in torch.nonzero(clash).flatten().tolist():
         candidates = torch.nonzero(~same[i]).flatten()

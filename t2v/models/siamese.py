@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.retrieval import RetrievalHitRate
 
-from t2v.models.gan import mismatched_indices
+from t2v.models.gan import mismatched_indices, same_meaning
 from t2v.models.upstream import freeze, load_submodule
 from t2v.models.vae import TextVAE
 
@@ -137,6 +137,13 @@ def euclidean(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).pow(2).sum(-1).clamp_min(1e-7).sqrt()
 
 
+def without_other_matches(logits: Tensor, keys: Tensor) -> Tensor:
+    """(B, B) pair logits with every off-diagonal pair whose captions say the same thing masked out of the
+    softmax: another row that says the same thing is not a negative."""
+    eye = torch.eye(len(keys), dtype=torch.bool, device=keys.device)
+    return logits.masked_fill(same_meaning(keys) & ~eye, -1e4)
+
+
 def embedding_loss(kind: str, text: Tensor, image: Tensor, keys: Tensor, margin: float, temperature: float) -> Tensor:
     """The siamese objective ``kind`` (one of SIAMESE_LOSSES) on row-aligned matching (text, image) pairs.
 
@@ -144,10 +151,7 @@ def embedding_loss(kind: str, text: Tensor, image: Tensor, keys: Tensor, margin:
     Also what stage-I's generator minimises for its own images when ``match_weight`` > 0.
     """
     if kind == "infonce":
-        logits = -torch.cdist(text, image).pow(2) / temperature
-        same = (keys[:, None, :] == keys[None, :, :]).all(-1)
-        # Other rows that say the same thing are not negatives: mask them out of the softmax.
-        logits = logits.masked_fill(same & ~torch.eye(len(text), dtype=torch.bool, device=text.device), -1e4)
+        logits = without_other_matches(-torch.cdist(text, image).pow(2) / temperature, keys)
         target = torch.arange(len(text), device=text.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     wrong = mismatched_indices(keys)
@@ -285,7 +289,7 @@ def retrieval_recall(text: Tensor, image: Tensor, keys: Tensor, metrics: nn.Modu
     n = len(text)
     # A similarity in (0, 1]: torchmetrics' retrieval recall mis-ranks all-negative scores (seen with -distance).
     scores = 1.0 / (1.0 + torch.cdist(text.float(), image.float()))
-    relevant = (keys[:, None, :] == keys[None, :, :]).all(-1)
+    relevant = same_meaning(keys)
     queries = torch.arange(n, device=text.device)[:, None].expand(n, n)
     out = {}
     for k in RECALL_AT:

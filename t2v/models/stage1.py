@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from t2v.errors import T2VError
 from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
-from t2v.models.siamese import ImageEncoder, TextEncoder, caption_keys, embedding_loss
+from t2v.models.siamese import ImageEncoder, TextEncoder, caption_keys, embedding_loss, without_other_matches
 from t2v.models.upstream import freeze, load_submodule
 
 # The published widths (StackGAN GF_DIM 128 and DF_DIM 64), which ``width`` multiplies.
@@ -387,10 +387,8 @@ class Stage1GAN(AdversarialModule):
     def reading_loss(self, features: Tensor, embedding: Tensor, keys: Tensor) -> Tensor:
         """Cross-entropy of D picking each image's caption among the batch's; captions that mean the same thing
         (same ``keys``) as the right one are not counted as wrong."""
-        logits = self.discriminator.reading_logits(features, embedding)
-        eye = torch.eye(len(keys), dtype=torch.bool, device=keys.device)
-        same = (keys[:, None, :] == keys[None, :, :]).all(-1) & ~eye
-        return F.cross_entropy(logits.masked_fill(same, -1e4), torch.arange(len(keys), device=keys.device))
+        logits = without_other_matches(self.discriminator.reading_logits(features, embedding), keys)
+        return F.cross_entropy(logits, torch.arange(len(keys), device=keys.device))
 
     def match_loss(self, images: Tensor, text_features: Tensor, keys: Tensor) -> Tensor:
         """The siamese objective between G's images (through the frozen image encoder) and their captions:
