@@ -9,6 +9,10 @@ of their word vectors (what the siamese option ``word_mean`` adds), the frozen V
 the siamese text embedding that stage-I is conditioned on. A generator conditioned on a representation
 can hardly show what a linear reader cannot find in it. This is a benchmark, not a test: it reads the
 chain in the artifact registry.
+
+A second table asks the siamese model itself, image and text branch together: for the first frame of a
+real clip, which of the captions that differ from its own in one attribute only (every value of it, same
+wording) is nearest? Chance is one over the number of values.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes  # noqa: E402
-from t2v.eval.probe import labels_of  # noqa: E402
-from t2v.models.siamese import TextEncoder, word_mean  # noqa: E402
+from t2v.eval.probe import labels_of, to_tensor  # noqa: E402
+from t2v.models.siamese import SiameseEmbedding, TextEncoder, word_mean  # noqa: E402
 from t2v.models.upstream import load_submodule  # noqa: E402
 from t2v.pipeline import artifacts  # noqa: E402
 from t2v.text.featurizer import FastTextFeaturizer  # noqa: E402
@@ -61,11 +65,25 @@ def linear_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Te
         return layer(test_x).argmax(1) == test_y
 
 
+@torch.no_grad()
+def caption_choice(siamese: SiameseEmbedding, featurizer: FastTextFeaturizer, shapes: CaptionedShapes,
+                   indices: Tensor, attribute: str) -> Tensor:  # fmt: skip
+    """Per clip: whether its first frame's embedding is nearest to its own caption among the captions that
+    differ from it in ``attribute`` alone."""
+    values = shapes.vocab[attribute]
+    captions = [shapes.caption_for({**shapes.attributes_of(int(i)), attribute: v}) for i in indices for v in values]
+    text = siamese.text_encoder(torch.from_numpy(featurizer.transform(captions)[0])).view(len(indices), len(values), -1)
+    image = siamese.image_encoder(to_tensor(shapes.render(indices))[:, :, 0])
+    nearest = (text - image[:, None]).pow(2).sum(-1).argmin(1)
+    return nearest == labels_of(shapes, indices)[attribute]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts-dir", default=str(ROOT / "artifacts"))
     parser.add_argument("--siamese", default="latest", help="latest, or a siamese artifact folder")
     parser.add_argument("--steps", type=int, default=300, help="full-batch Adam steps per classifier")
+    parser.add_argument("--clips", type=int, default=256, help="clips per split for the caption choice")
     args = parser.parse_args()
     folder = artifacts.find(args.artifacts_dir, "siamese", args.siamese)
     if folder is None:
@@ -95,6 +113,17 @@ def main() -> None:
             right = linear_accuracy(x, train_y[attr], test_rep[name], test_y[attr], args.steps).float()
             cells.append(f"{right[~held].mean():.0%} / {right[held].mean():.0%}")
         print(f"| {name} | {x.shape[1]} | {' | '.join(cells)} |", flush=True)
+
+    siamese = SiameseEmbedding.load_from_checkpoint(manifest["checkpoint"], map_location="cpu").eval()
+    attributes = ("shape", "colour", "size")
+    print(f"\nthe siamese model's caption choice for real first frames ({args.clips} clips per split)")
+    print(f"| split | {' | '.join(attributes)} |")
+    print(f"|---|{'---|' * len(attributes)}")
+    for split in ("train", "test"):
+        indices = torch.from_numpy(shapes.split_indices(split)[: args.clips])
+        cells = [f"{caption_choice(siamese, featurizer, shapes, indices, a).float().mean():.0%}" for a in attributes]
+        print(f"| {split} | {' | '.join(cells)} |", flush=True)
+    print(f"| chance | {' | '.join(f'{1 / len(shapes.vocab[a]):.0%}' for a in attributes)} |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     siamese = compose_train("experiment=seed_2017", "stage=siamese")
     assert siamese.model.loss == "contrastive" and siamese.model.final_relu is True and siamese.model.margin == 1.0
     assert siamese.model.word_mean is False  # the text reaches the embedding through the VAE alone
+    assert siamese.model.dropout == 0.5  # the original heads' dropout
     stage1 = compose_train("experiment=seed_2017", "stage=stage1")
     assert stage1.model.kl_weight == 1.0 and stage1.model.match_weight == 0.0
     assert (stage1.model.text_code, stage1.model.d_head, stage1.model.spectral_norm) == (False, "concat", False)
@@ -32,12 +33,14 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_t2v_reuses_the_quickstart_settings_with_longer_gan_training(compose_train, stage: str) -> None:
+def test_t2v_reuses_the_quickstart_settings_with_longer_training(compose_train, stage: str) -> None:
     t2v = compose_train("experiment=t2v", f"stage={stage}")
     quickstart = compose_train("experiment=quickstart", f"stage={stage}")
     assert t2v.model == quickstart.model and t2v.data == quickstart.data
     if stage in ("stage1", "videogan"):
         assert t2v.trainer.max_steps == 2 * quickstart.trainer.max_steps
+    elif stage == "siamese":
+        assert t2v.trainer.max_epochs == 2 * quickstart.trainer.max_epochs
     else:
         assert t2v.trainer == quickstart.trainer
     assert list(t2v.tags) == ["t2v"]
