@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -31,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes  # noqa: E402
 from t2v.eval.probe import labels_of, to_tensor  # noqa: E402
 from t2v.models.siamese import SiameseEmbedding, TextEncoder, word_mean  # noqa: E402
-from t2v.models.upstream import load_submodule  # noqa: E402
 from t2v.pipeline import artifacts  # noqa: E402
 from t2v.text.featurizer import FastTextFeaturizer  # noqa: E402
 
@@ -67,13 +67,12 @@ def linear_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Te
 
 @torch.no_grad()
 def caption_choice(siamese: SiameseEmbedding, featurizer: FastTextFeaturizer, shapes: CaptionedShapes,
-                   indices: Tensor, attribute: str) -> Tensor:  # fmt: skip
-    """Per clip: whether its first frame's embedding is nearest to its own caption among the captions that
-    differ from it in ``attribute`` alone."""
+                   indices: np.ndarray, image: Tensor, attribute: str) -> Tensor:  # fmt: skip
+    """Per clip of ``indices``: whether its first frame's embedding (a row of ``image``) is nearest to its
+    own caption among the captions that differ from it in ``attribute`` alone."""
     values = shapes.vocab[attribute]
     captions = [shapes.caption_for({**shapes.attributes_of(int(i)), attribute: v}) for i in indices for v in values]
     text = siamese.text_encoder(torch.from_numpy(featurizer.transform(captions)[0])).view(len(indices), len(values), -1)
-    image = siamese.image_encoder(to_tensor(shapes.render(indices))[:, :, 0])
     nearest = (text - image[:, None]).pow(2).sum(-1).argmin(1)
     return nearest == labels_of(shapes, indices)[attribute]
 
@@ -92,9 +91,8 @@ def main() -> None:
     data = manifest["config"]["data"]
     shapes = CaptionedShapes(**{k: data[k] for k in DATA_KEYS if k in data and (k != "vocabulary" or data[k])})
     featurizer = FastTextFeaturizer.load(manifest["featurizer_dir"])
-    encoder = TextEncoder(**manifest["text_encoder"])
-    load_submodule(encoder, manifest["checkpoint"], prefix="text_encoder.")
-    encoder.eval()
+    siamese = SiameseEmbedding.load_from_checkpoint(manifest["checkpoint"], map_location="cpu").eval()
+    encoder = siamese.text_encoder
 
     train, test = shapes.split_indices("train"), shapes.split_indices("test")
     held = torch.from_numpy(shapes.is_held_out()[test])
@@ -114,14 +112,15 @@ def main() -> None:
             cells.append(f"{right[~held].mean():.0%} / {right[held].mean():.0%}")
         print(f"| {name} | {x.shape[1]} | {' | '.join(cells)} |", flush=True)
 
-    siamese = SiameseEmbedding.load_from_checkpoint(manifest["checkpoint"], map_location="cpu").eval()
     attributes = ("shape", "colour", "size")
     print(f"\nthe siamese model's caption choice for real first frames ({args.clips} clips per split)")
     print(f"| split | {' | '.join(attributes)} |")
     print(f"|---|{'---|' * len(attributes)}")
-    for split in ("train", "test"):
-        indices = torch.from_numpy(shapes.split_indices(split)[: args.clips])
-        cells = [f"{caption_choice(siamese, featurizer, shapes, indices, a).float().mean():.0%}" for a in attributes]
+    for split, indices in (("train", train[: args.clips]), ("test", test[: args.clips])):
+        with torch.no_grad():
+            image = siamese.image_encoder(to_tensor(shapes.render(indices))[:, :, 0])
+        chosen = [caption_choice(siamese, featurizer, shapes, indices, image, a).float().mean() for a in attributes]
+        cells = [f"{right:.0%}" for right in chosen]
         print(f"| {split} | {' | '.join(cells)} |", flush=True)
     print(f"| chance | {' | '.join(f'{1 / len(shapes.vocab[a]):.0%}' for a in attributes)} |")
 
