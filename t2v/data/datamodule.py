@@ -7,6 +7,9 @@ A batch is a dict:
     text_len  int64 (B,)                           real (non-padding) word slots
     labels    dict[str, int64 (B,)]                ground-truth attributes, for evaluation (empty for
                                                    real movie data, which has none)
+    contrast_text  float32 (B, max_words * word_dim)  training batches of the shapes data with
+                                                   ``contrast`` only: a training caption that differs from
+                                                   the clip's in exactly one of the named attributes
     clip_id   list[str]
     index     int64 (B,)                           the clip's index in the whole dataset
 
@@ -36,8 +39,16 @@ class WithText(Dataset):
     ``FastTextFeaturizer.word_slots``), so memory holds 200 bytes per caption, not 30 KB.
     """
 
-    def __init__(self, clips: Dataset, slots: np.ndarray, n_words: np.ndarray, table: np.ndarray) -> None:
+    def __init__(
+        self,
+        clips: Dataset,
+        slots: np.ndarray,
+        n_words: np.ndarray,
+        table: np.ndarray,
+        contrast: ContrastCaptions | None = None,
+    ) -> None:
         self.clips, self.slots, self.n_words, self.table = clips, slots, n_words, table
+        self.contrast = contrast
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -55,7 +66,56 @@ class WithText(Dataset):
         n_words = torch.from_numpy(self.n_words[rows].astype(np.int64))
         for item, features, length in zip(items, text, n_words, strict=True):
             item["text"], item["text_len"] = features, length
+        if self.contrast is not None:
+            partners = self.contrast.sample(rows)
+            contrast = torch.from_numpy(self.table[self.slots[partners]].reshape(len(items), -1))
+            for item, features in zip(items, contrast, strict=True):
+                item["contrast_text"] = features
         return items
+
+
+class ContrastCaptions:
+    """For each clip, the training captions that differ from its own in exactly one of ``attributes``.
+
+    They are hard wrong captions for a matching-aware discriminator: a random wrong caption nearly always
+    differs in an attribute that is easy to see (6 colours), so D never has to read the rest; "a red
+    *square*" for a red circle's image can only be told apart by the shape. Drawn from the training
+    captions only, so no held-out combination reaches training even as a negative.
+    """
+
+    def __init__(self, labels: Mapping[str, np.ndarray], pool: np.ndarray, attributes: Sequence[str]) -> None:
+        unknown = sorted(set(attributes) - set(labels))
+        if unknown or not attributes:
+            raise T2VError(
+                f"data.contrast={list(attributes)} must name attributes of the data; use some of {', '.join(labels)}"
+            )
+        names = list(labels)
+        table = np.stack([np.asarray(labels[name]) for name in names], axis=1)  # (clips, attributes)
+        pool = np.asarray(pool, dtype=np.int64)
+        candidates: list[list[np.ndarray]] = [[] for _ in range(len(table))]
+        for attribute in attributes:
+            column = names.index(attribute)
+            others = np.delete(table, column, axis=1)
+            # Clips sharing every other attribute: group by those, then keep the ones whose value differs.
+            _, group = np.unique(others, axis=0, return_inverse=True)
+            group = group.reshape(-1)
+            members = {g: pool[group[pool] == g] for g in np.unique(group[pool])}
+            for clip in range(len(table)):
+                same_group = members.get(group[clip])
+                if same_group is not None:
+                    candidates[clip].append(same_group[table[same_group, column] != table[clip, column]])
+        self.candidates = [np.concatenate(c) if c else np.empty(0, dtype=np.int64) for c in candidates]
+        self.pool = pool
+
+    def sample(self, rows: np.ndarray) -> np.ndarray:
+        """One contrast caption row per clip row; a random training caption where a clip has none."""
+        picks = np.empty(len(rows), dtype=np.int64)
+        for k, row in enumerate(rows.tolist()):
+            options = self.candidates[row]
+            if len(options) == 0:
+                options = self.pool[self.pool != row]
+            picks[k] = options[int(torch.randint(len(options), ()))]
+        return picks
 
 
 class TextClipsDataModule(pl.LightningDataModule):
@@ -73,15 +133,23 @@ class TextClipsDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     def attach_text(
-        self, captions: Sequence[str], ids: Sequence[str], train_rows: Sequence[int], splits: Mapping[str, Dataset]
+        self,
+        captions: Sequence[str],
+        ids: Sequence[str],
+        train_rows: Sequence[int],
+        splits: Mapping[str, Dataset],
+        contrast: ContrastCaptions | None = None,
     ) -> None:
         """Fit the featurizer on the training captions (unless it comes fitted), featurize every caption
-        once, and serve ``splits`` with their text."""
+        once, and serve ``splits`` with their text (and the training split with ``contrast`` captions)."""
         if not self.featurizer.is_fitted:  # a featurizer loaded from an upstream artifact is kept as is
             self.featurizer.fit([captions[i] for i in train_rows])
         slots, n_words = self.featurizer.word_slots(captions, ids)
         table = self.featurizer.word_table()
-        self.datasets = {split: WithText(clips, slots, n_words, table) for split, clips in splits.items()}
+        self.datasets = {
+            split: WithText(clips, slots, n_words, table, contrast if split == "train" else None)
+            for split, clips in splits.items()
+        }
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
             raise T2VError(
@@ -131,8 +199,10 @@ class ShapesDataModule(TextClipsDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         with_video: bool = True,
+        contrast: Sequence[str] = (),
     ) -> None:
         super().__init__(featurizer, batch_size, num_workers, with_video)
+        self.contrast = list(contrast)
         self.shapes_kwargs = dict(
             num_clips=num_clips,
             frames=frames,
@@ -158,7 +228,8 @@ class ShapesDataModule(TextClipsDataModule):
             split: ShapesClips(self.shapes, self.shapes.split_indices(split), self.with_video)
             for split in ("train", "val", "test")
         }
-        self.attach_text(self.shapes.captions, self.shapes.clip_ids, train_idx, splits)
+        contrast = ContrastCaptions(self.shapes.labels, train_idx, self.contrast) if self.contrast else None
+        self.attach_text(self.shapes.captions, self.shapes.clip_ids, train_idx, splits, contrast)
 
     def fingerprint(self) -> str:
         """Identifies the data a model was trained on (recorded in artifact manifests)."""

@@ -10,6 +10,10 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
 - D (the TensorFlow original's head): stride-2 4x4 convs down to 4x4; the embedding through its own
   FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
 - Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
+  When the data serves contrast captions (``data.contrast``: training captions that differ from the right one
+  in one named attribute, such as the shape word alone), half of D's wrong-caption term is on those, and with
+  ``read_weight`` each is one more wrong caption in D's reading: D must then tell the shapes apart, and G's
+  images are judged on it.
 - Optional (``text_code``, off as published): G and D also see the code the embedding was
   computed from (the VAE code, and the mean word vector when the siamese stage has ``word_mean``);
   with ``text_balance``, each of those parts is rescaled to unit RMS first.
@@ -353,15 +357,18 @@ class Stage1GAN(AdversarialModule):
         features = self.discriminator.features(real)
         real_logits = self.discriminator.logits(features, embedding)
         wrong_logits = self.discriminator.logits(features, embedding[self.wrong_indices(batch)])
+        wrong = self.gan.fake(wrong_logits)
+        terms = {"d_wrong": probability(wrong_logits)}
+        contrast = self.embed_text(batch["contrast_text"]) if "contrast_text" in batch else None
+        if contrast is not None:  # hard wrong captions from the data (data.contrast): half the wrong pairs
+            contrast_logits = self.discriminator.logits(features, contrast)
+            wrong = 0.5 * (wrong + self.gan.fake(contrast_logits))
+            terms["d_contrast"] = probability(contrast_logits)
         fake_logits = self.discriminator(fake, embedding)
-        loss = self.gan.real(real_logits) + 0.5 * (self.gan.fake(wrong_logits) + self.gan.fake(fake_logits))
-        terms = {
-            "d_real": probability(real_logits),
-            "d_wrong": probability(wrong_logits),
-            "d_fake": probability(fake_logits),
-        }
+        loss = self.gan.real(real_logits) + 0.5 * (wrong + self.gan.fake(fake_logits))
+        terms |= {"d_real": probability(real_logits), "d_fake": probability(fake_logits)}
         if self.hparams.read_weight:
-            read = self.reading_loss(features, embedding, caption_keys(batch))
+            read = self.reading_loss(features, embedding, caption_keys(batch), contrast)
             loss = loss + self.hparams.read_weight * read
             terms["d_read"] = read.detach()
         return {"d_loss": loss, **terms}
@@ -375,7 +382,8 @@ class Stage1GAN(AdversarialModule):
         loss = adversarial + self.hparams.kl_weight * kl
         terms = {"g_adv": adversarial.detach(), "kl": kl.detach()}
         if self.hparams.read_weight:
-            read = self.reading_loss(features, embedding, caption_keys(batch))
+            contrast = self.embed_text(batch["contrast_text"]) if "contrast_text" in batch else None
+            read = self.reading_loss(features, embedding, caption_keys(batch), contrast)
             loss = loss + self.hparams.read_weight * read
             terms["g_read"] = read.detach()
         if self.image_encoder is not None:
@@ -384,10 +392,14 @@ class Stage1GAN(AdversarialModule):
             terms["match"] = match.detach()
         return {"g_loss": loss, **terms}
 
-    def reading_loss(self, features: Tensor, embedding: Tensor, keys: Tensor) -> Tensor:
+    def reading_loss(self, features: Tensor, embedding: Tensor, keys: Tensor, contrast: Tensor | None = None) -> Tensor:
         """Cross-entropy of D picking each image's caption among the batch's; captions that mean the same thing
-        (same ``keys``) as the right one are not counted as wrong."""
+        (same ``keys``) as the right one are not counted as wrong. With ``contrast`` (embeddings of each image's
+        contrast caption), that caption is one more wrong one for its image."""
         logits = without_other_matches(self.discriminator.reading_logits(features, embedding), keys)
+        if contrast is not None:
+            extra = self.discriminator.reading_logits(features, contrast).diagonal()
+            logits = torch.cat([logits, extra[:, None]], dim=1)
         return F.cross_entropy(logits, torch.arange(len(keys), device=keys.device))
 
     def match_loss(self, images: Tensor, text_features: Tensor, keys: Tensor) -> Tensor:

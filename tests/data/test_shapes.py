@@ -393,3 +393,50 @@ def test_caption_features_join_batched_fetches(tmp_path) -> None:
     for item, single, expected in zip(fetched, (dataset[4], dataset[1]), features, strict=True):
         assert np.array_equal(item["text"].numpy(), expected) and torch.equal(item["text"], single["text"])
         assert torch.equal(item["video"], single["video"]) and int(item["text_len"]) == int(single["text_len"])
+
+
+def test_contrast_captions_differ_in_exactly_one_named_attribute_and_come_from_training() -> None:
+    from t2v.data.datamodule import ContrastCaptions
+
+    held_out = [{"shape": "circle", "colour": "red"}]
+    shapes = CaptionedShapes(num_clips=600, frames=4, size=16, seed=1, held_out=held_out)
+    train = shapes.split_indices("train")
+    contrast = ContrastCaptions(shapes.labels, train, ["shape", "size"])
+    rows = np.concatenate([train, shapes.split_indices("test")])
+    partners = contrast.sample(rows)
+    differs = np.stack([shapes.labels[a][rows] != shapes.labels[a][partners] for a in ATTRIBUTES], axis=1)
+    with_options = np.array([len(contrast.candidates[r]) > 0 for r in rows])
+    assert with_options.mean() > 0.9
+    assert (differs[with_options].sum(1) == 1).all()
+    assert not differs[with_options][:, [ATTRIBUTES.index(a) for a in ("colour", "direction", "speed")]].any()
+    assert differs[with_options][:, ATTRIBUTES.index("shape")].any() and differs[with_options][:, 2].any()
+    assert np.isin(partners, train).all() and not shapes.is_held_out()[partners].any()
+    assert (partners != rows).all()
+
+
+def test_contrast_must_name_attributes_of_the_data() -> None:
+    from t2v.data.datamodule import ContrastCaptions
+
+    shapes = CaptionedShapes(num_clips=40, frames=4, size=16, seed=2)
+    with pytest.raises(T2VError, match=r"data.contrast=\['texture'\]"):
+        ContrastCaptions(shapes.labels, shapes.split_indices("train"), ["texture"])
+
+
+def test_training_batches_carry_the_contrast_captions_features(tmp_path) -> None:
+    from t2v.data.datamodule import ShapesDataModule
+    from t2v.text.featurizer import FastTextFeaturizer
+
+    featurizer = FastTextFeaturizer(dim=8, max_words=6, epochs=1, cache_dir=str(tmp_path))
+    datamodule = ShapesDataModule(featurizer, num_clips=200, frames=4, size=16, batch_size=8, contrast=["shape"])
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    shapes = datamodule.shapes
+    for features, index in zip(batch["contrast_text"], batch["index"], strict=True):
+        # The features are those of a training caption of the same clip but for the shape (any other
+        # training caption when, in this small dataset, there is none).
+        options = datamodule.datasets["train"].contrast.candidates[int(index)]
+        if len(options) == 0:
+            options = shapes.split_indices("train")
+        expected, _ = featurizer.transform([shapes.captions[i] for i in options])
+        assert any(np.array_equal(features.numpy(), row) for row in expected)
+    assert "contrast_text" not in next(iter(datamodule.val_dataloader()))

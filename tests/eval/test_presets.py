@@ -22,6 +22,7 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     assert stage1.model.kl_weight == 1.0 and stage1.model.match_weight == 0.0
     assert (stage1.model.text_code, stage1.model.d_head, stage1.model.spectral_norm) == (False, "concat", False)
     assert (stage1.model.text_balance, stage1.model.read_weight) == (False, 0.0)
+    assert list(stage1.data.contrast) == []  # random wrong captions only, as published
     videogan = compose_train("experiment=seed_2017", "stage=videogan")
     m = videogan.model
     assert (m.text_conditioning, m.text_code, m.noise_dim, m.clip_l1, m.recon_weight) == (False, False, 0, 0.0, 10.0)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from t2v.errors import T2VError
+from t2v.models.siamese import without_other_matches
 from t2v.models.stage1 import Stage1GAN, kl_divergence
 
 WORD_DIM, MAX_WORDS, EMBED_DIM = 8, 4, 16
@@ -166,6 +167,19 @@ def test_matching_aware_d_loss_uses_wrong_captions() -> None:
             F.softplus(torch.tensor(-1.0)) + F.softplus(torch.tensor(0.5))
         )
         assert terms["d_loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_contrast_captions_take_half_of_the_wrong_caption_term() -> None:
+    model, batch = oracle_setup()
+    # Each image's contrast caption is its own (D says it matches: logit 2), to tell it from the random wrong one.
+    batch["contrast_text"] = batch["text"].clone()
+    torch.manual_seed(0)
+    terms = model.discriminator_terms(batch)
+    assert terms["d_contrast"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert terms["d_wrong"] == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item())
+    wrong = 0.5 * (F.softplus(torch.tensor(-1.0)) + F.softplus(torch.tensor(2.0)))
+    expected = F.softplus(torch.tensor(-2.0)) + 0.5 * (wrong + F.softplus(torch.tensor(0.5)))
+    assert terms["d_loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_wrong_indices_pick_different_labels() -> None:
@@ -420,3 +434,19 @@ def test_read_weight_makes_d_tell_which_caption_a_real_image_shows_and_asks_g_fo
 
     with pytest.raises(T2VError, match=r"model.read_weight=-1.0 must be 0 or more"):
         tiny_model(read_weight=-1.0)
+
+
+def test_contrast_captions_are_one_more_wrong_caption_in_d_reading() -> None:
+    torch.manual_seed(0)
+    model = tiny_model(read_weight=1.0)
+    batch = batch_of(BATCH)
+    keys = torch.stack([batch["labels"][k] for k in sorted(batch["labels"])], dim=1)
+    embedding = model.embed_text(batch["text"])
+    features = model.discriminator.features(batch["video"][:, :, 0])
+    plain = model.reading_loss(features, embedding, keys)
+    # A contrast caption the image reads exactly as well as its own: its right caption's probability halves.
+    twin = model.reading_loss(features, embedding, keys, contrast=embedding)
+    logits = without_other_matches(model.discriminator.reading_logits(features, embedding), keys)
+    diagonal = logits.diagonal()
+    expected = (torch.logsumexp(torch.cat([logits, diagonal[:, None]], 1), 1) - diagonal).mean()
+    assert twin.item() == pytest.approx(expected.item(), rel=1e-5) and twin > plain
