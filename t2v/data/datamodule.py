@@ -9,7 +9,8 @@ A batch is a dict:
                                                    real movie data, which has none)
     contrast_text  float32 (B, max_words * word_dim)  training batches of the shapes data with
                                                    ``contrast`` only: a training caption that differs from
-                                                   the clip's in exactly one of the named attributes
+                                                   the clip's in exactly one of the named attributes (in
+                                                   more where no such caption exists)
     clip_id   list[str]
     index     int64 (B,)                           the clip's index in the whole dataset
 
@@ -105,15 +106,18 @@ class ContrastCaptions:
                 if same_group is not None:
                     candidates[clip].append(same_group[table[same_group, column] != table[clip, column]])
         self.candidates = [np.concatenate(c) if c else np.empty(0, dtype=np.int64) for c in candidates]
-        self.pool = pool
+        self.pool, self.table = pool, table
 
     def sample(self, rows: np.ndarray) -> np.ndarray:
-        """One contrast caption row per clip row; a random training caption where a clip has none."""
+        """One contrast caption row per clip row. Where no training caption differs in one named attribute
+        alone (small or oddly held-out data), any training caption that says something else."""
         picks = np.empty(len(rows), dtype=np.int64)
         for k, row in enumerate(rows.tolist()):
             options = self.candidates[row]
             if len(options) == 0:
-                options = self.pool[self.pool != row]
+                options = self.pool[(self.table[self.pool] != self.table[row]).any(axis=1)]
+            if len(options) == 0:
+                raise T2VError("data.contrast: every training caption says the same thing; set data.contrast=[]")
             picks[k] = options[int(torch.randint(len(options), ()))]
         return picks
 

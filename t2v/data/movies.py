@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from rich.console import Console
 from torch.utils.data import Dataset
 
@@ -94,6 +95,8 @@ class MovieDataModule(TextClipsDataModule):
         prepare_workers: decoding processes; None: one per CPU core; 0: decode in this process.
         batch_size: global, divided over DDP processes. num_workers: DataLoader workers.
         with_video: False serves captions only (the vae stage).
+        contrast: ignored, with a warning: contrast captions need attribute labels, which movie captions lack
+            (the shapes presets set it, and must still run on movie data).
     """
 
     name = "movies"
@@ -116,8 +119,13 @@ class MovieDataModule(TextClipsDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         with_video: bool = True,
+        contrast: Sequence[str] = (),
     ) -> None:
         super().__init__(featurizer, batch_size, num_workers, with_video)
+        if contrast:
+            rank_zero_warn(
+                f"data.contrast={list(contrast)} is ignored: movie captions have no attribute labels to contrast"
+            )
         self.root = Path(root).expanduser()
         filters = dict(filter or {})
         self.keywords = list(filters.pop("keywords", None) or [])

@@ -210,12 +210,21 @@ class MatchingDiscriminator(nn.Module):
         cond = self.text(embedding)[:, :, None, None].expand(-1, -1, *features.shape[2:])
         return self.joint(torch.cat([features, cond], dim=1)).flatten()
 
-    def reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
-        """(B images, B captions) cosine similarities / temperature in the reading space (needs ``reads_text``)."""
+    def reading_space(self, features: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
+        """Images and captions as unit vectors of the reading space (needs ``reads_text``)."""
         assert self.image_reading is not None and self.text_reading is not None
         image = F.normalize(self.image_reading(features.mean(dim=(2, 3))).float(), dim=1)
-        text = F.normalize(self.text_reading(embedding).float(), dim=1)
+        return image, F.normalize(self.text_reading(embedding).float(), dim=1)
+
+    def reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """(B images, B captions) cosine similarities / temperature in the reading space."""
+        image, text = self.reading_space(features, embedding)
         return image @ text.T / READ_TEMPERATURE
+
+    def paired_reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """(B,): image i with caption i only, on the scale of :meth:`reading_logits`."""
+        image, text = self.reading_space(features, embedding)
+        return (image * text).sum(dim=1) / READ_TEMPERATURE
 
     def forward(self, image: Tensor, embedding: Tensor) -> Tensor:
         return self.logits(self.features(image), embedding)
@@ -359,16 +368,16 @@ class Stage1GAN(AdversarialModule):
         wrong_logits = self.discriminator.logits(features, embedding[self.wrong_indices(batch)])
         wrong = self.gan.fake(wrong_logits)
         terms = {"d_wrong": probability(wrong_logits)}
-        contrast = self.embed_text(batch["contrast_text"]) if "contrast_text" in batch else None
-        if contrast is not None:  # hard wrong captions from the data (data.contrast): half the wrong pairs
-            contrast_logits = self.discriminator.logits(features, contrast)
+        contrast_embedding = self.contrast_embedding(batch)
+        if contrast_embedding is not None:  # hard wrong captions from the data (data.contrast): half the wrong pairs
+            contrast_logits = self.discriminator.logits(features, contrast_embedding)
             wrong = 0.5 * (wrong + self.gan.fake(contrast_logits))
             terms["d_contrast"] = probability(contrast_logits)
         fake_logits = self.discriminator(fake, embedding)
         loss = self.gan.real(real_logits) + 0.5 * (wrong + self.gan.fake(fake_logits))
         terms |= {"d_real": probability(real_logits), "d_fake": probability(fake_logits)}
         if self.hparams.read_weight:
-            read = self.reading_loss(features, embedding, caption_keys(batch), contrast)
+            read = self.reading_loss(features, embedding, caption_keys(batch), contrast_embedding)
             loss = loss + self.hparams.read_weight * read
             terms["d_read"] = read.detach()
         return {"d_loss": loss, **terms}
@@ -382,8 +391,7 @@ class Stage1GAN(AdversarialModule):
         loss = adversarial + self.hparams.kl_weight * kl
         terms = {"g_adv": adversarial.detach(), "kl": kl.detach()}
         if self.hparams.read_weight:
-            contrast = self.embed_text(batch["contrast_text"]) if "contrast_text" in batch else None
-            read = self.reading_loss(features, embedding, caption_keys(batch), contrast)
+            read = self.reading_loss(features, embedding, caption_keys(batch), self.contrast_embedding(batch))
             loss = loss + self.hparams.read_weight * read
             terms["g_read"] = read.detach()
         if self.image_encoder is not None:
@@ -392,13 +400,19 @@ class Stage1GAN(AdversarialModule):
             terms["match"] = match.detach()
         return {"g_loss": loss, **terms}
 
-    def reading_loss(self, features: Tensor, embedding: Tensor, keys: Tensor, contrast: Tensor | None = None) -> Tensor:
+    def contrast_embedding(self, batch: dict[str, Any]) -> Tensor | None:
+        """The text input of each image's contrast caption (``data.contrast``), when the batch has them."""
+        return self.embed_text(batch["contrast_text"]) if "contrast_text" in batch else None
+
+    def reading_loss(
+        self, features: Tensor, embedding: Tensor, keys: Tensor, contrast_embedding: Tensor | None = None
+    ) -> Tensor:
         """Cross-entropy of D picking each image's caption among the batch's; captions that mean the same thing
-        (same ``keys``) as the right one are not counted as wrong. With ``contrast`` (embeddings of each image's
+        (same ``keys``) as the right one are not counted as wrong. With ``contrast_embedding`` (each image's
         contrast caption), that caption is one more wrong one for its image."""
         logits = without_other_matches(self.discriminator.reading_logits(features, embedding), keys)
-        if contrast is not None:
-            extra = self.discriminator.reading_logits(features, contrast).diagonal()
+        if contrast_embedding is not None:
+            extra = self.discriminator.paired_reading_logits(features, contrast_embedding)
             logits = torch.cat([logits, extra[:, None]], dim=1)
         return F.cross_entropy(logits, torch.arange(len(keys), device=keys.device))
 

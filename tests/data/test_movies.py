@@ -327,3 +327,17 @@ def test_train_with_a_missing_root_says_so(compose_train, tmp_path: Path, capsys
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t2v: error:")]
     assert exited.value.code == 2 and len(errors) == 1
     assert f"data.root={tmp_path / 'nope'} does not exist" in errors[0]
+
+
+def test_the_shapes_presets_contrast_captions_are_ignored_on_movie_data(
+    compose_train, mpii: MovieTree, tmp_path: Path
+) -> None:
+    """experiment=quickstart's stage-I sets data.contrast=[shape]; with data=mpii there are no labels to contrast."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train("data=mpii", "experiment=quickstart", "stage=stage1", f"data.root={mpii.root}")
+    assert list(cfg.data.contrast) == ["shape"]
+    with pytest.warns(UserWarning, match=r"data.contrast=\['shape'\] is ignored: movie captions have no attribute"):
+        dm = instantiate(cfg.data, featurizer=tiny_featurizer(tmp_path), cache_dir=str(tmp_path), **SMALL)
+    dm.setup()
+    assert "contrast_text" not in next(iter(dm.train_dataloader()))

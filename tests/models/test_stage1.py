@@ -445,8 +445,16 @@ def test_contrast_captions_are_one_more_wrong_caption_in_d_reading() -> None:
     features = model.discriminator.features(batch["video"][:, :, 0])
     plain = model.reading_loss(features, embedding, keys)
     # A contrast caption the image reads exactly as well as its own: its right caption's probability halves.
-    twin = model.reading_loss(features, embedding, keys, contrast=embedding)
+    twin = model.reading_loss(features, embedding, keys, contrast_embedding=embedding)
     logits = without_other_matches(model.discriminator.reading_logits(features, embedding), keys)
     diagonal = logits.diagonal()
     expected = (torch.logsumexp(torch.cat([logits, diagonal[:, None]], 1), 1) - diagonal).mean()
     assert twin.item() == pytest.approx(expected.item(), rel=1e-5) and twin > plain
+
+    # Both D's and G's reading take the batch's contrast captions.
+    with_twin = {**batch, "contrast_text": batch["text"]}
+    for terms, name in ((model.discriminator_terms, "d_read"), (model.generator_terms, "g_read")):
+        torch.manual_seed(1)
+        alone = terms(batch)[name]
+        torch.manual_seed(1)
+        assert terms(with_twin)[name] > alone + 0.1
