@@ -210,21 +210,12 @@ class MatchingDiscriminator(nn.Module):
         cond = self.text(embedding)[:, :, None, None].expand(-1, -1, *features.shape[2:])
         return self.joint(torch.cat([features, cond], dim=1)).flatten()
 
-    def reading_space(self, features: Tensor, embedding: Tensor) -> tuple[Tensor, Tensor]:
-        """Images and captions as unit vectors of the reading space (needs ``reads_text``)."""
+    def reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """(B images, N captions) cosine similarities / temperature in the reading space (needs ``reads_text``)."""
         assert self.image_reading is not None and self.text_reading is not None
         image = F.normalize(self.image_reading(features.mean(dim=(2, 3))).float(), dim=1)
-        return image, F.normalize(self.text_reading(embedding).float(), dim=1)
-
-    def reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
-        """(B images, B captions) cosine similarities / temperature in the reading space."""
-        image, text = self.reading_space(features, embedding)
+        text = F.normalize(self.text_reading(embedding).float(), dim=1)
         return image @ text.T / READ_TEMPERATURE
-
-    def paired_reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
-        """(B,): image i with caption i only, on the scale of :meth:`reading_logits`."""
-        image, text = self.reading_space(features, embedding)
-        return (image * text).sum(dim=1) / READ_TEMPERATURE
 
     def forward(self, image: Tensor, embedding: Tensor) -> Tensor:
         return self.logits(self.features(image), embedding)
@@ -410,11 +401,14 @@ class Stage1GAN(AdversarialModule):
         """Cross-entropy of D picking each image's caption among the batch's; captions that mean the same thing
         (same ``keys``) as the right one are not counted as wrong. With ``contrast_embedding`` (each image's
         contrast caption), that caption is one more wrong one for its image."""
-        logits = without_other_matches(self.discriminator.reading_logits(features, embedding), keys)
+        n = len(keys)
+        # One pass over the images: the contrast captions are read as extra columns, of which image i keeps its own.
+        captions = embedding if contrast_embedding is None else torch.cat([embedding, contrast_embedding])
+        scores = self.discriminator.reading_logits(features, captions)
+        logits = without_other_matches(scores[:, :n], keys)
         if contrast_embedding is not None:
-            extra = self.discriminator.paired_reading_logits(features, contrast_embedding)
-            logits = torch.cat([logits, extra[:, None]], dim=1)
-        return F.cross_entropy(logits, torch.arange(len(keys), device=keys.device))
+            logits = torch.cat([logits, scores[:, n:].diagonal()[:, None]], dim=1)
+        return F.cross_entropy(logits, torch.arange(n, device=keys.device))
 
     def match_loss(self, images: Tensor, text_features: Tensor, keys: Tensor) -> Tensor:
         """The siamese objective between G's images (through the frozen image encoder) and their captions:
