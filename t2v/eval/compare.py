@@ -49,6 +49,12 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
                     else ""
                 )
                 row(f"{kind} {attribute}, {subset.replace('_', '-')}{target}", [m.get(key) for m in metrics], chance)
+    for kind in ("video", "image"):
+        for attribute in attributes_of(kind):
+            key = f"generated/{kind}/balanced/{attribute}"
+            if any(key in m for m in metrics):
+                row(f"{kind} {attribute}, test, balanced over values", [m.get(key) for m in metrics],
+                    first.get(f"chance/{attribute}"))  # fmt: skip
     for label, *_ in other_rows(first):
         values = [dict((r[0], r[1]) for r in other_rows(m)).get(label) for m in metrics]
         row(f"{label}, generated", values, percent=False)

@@ -6,7 +6,10 @@ attribute probe reads both; FD/KID, temporal change, diversity and the siamese r
 on the way, so memory stays bounded by one chunk.
 
 Every accuracy is reported on three subsets of the test split: ``test`` (all of it), ``held_out`` (the
-attribute combinations never shown in training, ``data.held_out``) and ``seen`` (the rest).
+attribute combinations never shown in training, ``data.held_out``) and ``seen`` (the rest). The generated
+samples' accuracy is also broken down by the value their caption names (recall per value), and averaged over
+the values (balanced accuracy): a generator that draws one shape for every caption scores that shape's share
+of the test split as accuracy, but only 1 / the number of shapes balanced.
 """
 
 from __future__ import annotations
@@ -50,12 +53,31 @@ class Hits:
     """Whether each scored row (a clip or an image) got each attribute right, with its subset."""
 
     correct: dict[str, list[Tensor]] = field(default_factory=dict)
+    predicted: dict[str, list[Tensor]] = field(default_factory=dict)
+    truth: dict[str, list[Tensor]] = field(default_factory=dict)
     held_out: list[Tensor] = field(default_factory=list)
 
     def add(self, predictions: dict[str, Tensor], labels: dict[str, Tensor], held_out: Tensor) -> None:
         for a, pred in predictions.items():
             self.correct.setdefault(a, []).append(pred.cpu() == labels[a])
+            self.predicted.setdefault(a, []).append(pred.cpu())
+            self.truth.setdefault(a, []).append(labels[a].cpu())
         self.held_out.append(held_out)
+
+    def per_value(self, prefix: str, vocab: dict[str, list[str]]) -> dict[str, float]:
+        """On the whole test split: ``<prefix>/value/<attribute>/<value>``, the accuracy on the rows whose caption
+        names that value (its recall; values absent from the split are left out), and ``<prefix>/balanced/
+        <attribute>``, their mean."""
+        from torchmetrics.functional.classification import multiclass_recall
+
+        out = {}
+        for a in self.predicted:
+            pred, truth, names = torch.cat(self.predicted[a]), torch.cat(self.truth[a]), vocab[a]
+            recall = multiclass_recall(pred, truth, num_classes=len(names), average="none")
+            present = torch.bincount(truth, minlength=len(names)) > 0
+            out |= {f"{prefix}/value/{a}/{names[k]}": float(recall[k]) for k in range(len(names)) if present[k]}
+            out[f"{prefix}/balanced/{a}"] = float(recall[present].mean())
+        return out
 
     def accuracy(self, prefix: str) -> dict[str, float]:
         """``<prefix>/<subset>/<attribute>`` and ``<prefix>/<subset>/all`` for each non-empty subset."""
@@ -206,6 +228,7 @@ def score(
     for kind in KINDS:
         metrics |= real_hits[kind].accuracy(f"real/{kind}")
         metrics |= fake_hits[kind].accuracy(f"generated/{kind}")
+        metrics |= fake_hits[kind].per_value(f"generated/{kind}", shapes.vocab)
         metrics |= {f"quality/{kind}/{k}": v for k, v in distances[kind].compute().items()}
         if references:
             metrics |= {f"quality/{kind}/{k}_real": v for k, v in references[kind].compute().items()}

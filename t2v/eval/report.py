@@ -5,6 +5,8 @@ Metric names (all in ``metrics.json`` under ``metrics``, and logged as they are)
 ==================================================  ===========================================================
 ``real/<kind>/<subset>/<attribute>``                the probe's accuracy on real test clips (its own check)
 ``generated/<kind>/<subset>/<attribute>``           the probe's accuracy on generated clips / stage-I images
+``generated/<kind>/value/<attribute>/<value>``      that accuracy on the test samples whose caption names <value>
+``generated/<kind>/balanced/<attribute>``           the mean of those over the values (balanced accuracy)
 ``chance/<attribute>``, ``chance/<kind>/all``       1 / number of values; the product for ``all``
 ``quality/<kind>/fd``, ``kid``, ``kid_std``         Fréchet distance and KID, real vs generated, probe features
 ``quality/<kind>/fd_real``, ``kid_real``, ...       the same between the test clips and as many fresh real ones
@@ -54,6 +56,20 @@ def accuracy_rows(metrics: dict[str, float], prefix: str) -> list[tuple[str, str
     return rows
 
 
+def value_rows(metrics: dict[str, float]) -> list[tuple[str, str, Any, str, Any]]:
+    """(kind, attribute, balanced accuracy, "value accuracy, ...", chance) for the generated samples."""
+    rows = []
+    for kind in ("video", "image"):
+        for attribute in attributes_of(kind):
+            balanced = metrics.get(f"generated/{kind}/balanced/{attribute}")
+            if balanced is None:
+                continue
+            prefix = f"generated/{kind}/value/{attribute}/"
+            values = ", ".join(f"{k[len(prefix) :]} {fmt(v)}" for k, v in metrics.items() if k.startswith(prefix))
+            rows.append((kind, attribute, balanced, values, metrics.get(f"chance/{attribute}")))
+    return rows
+
+
 def other_rows(metrics: dict[str, float]) -> list[tuple[str, Any, Any]]:
     """(name, generated, real) for the quality, diversity and retrieval figures."""
     rows: list[tuple[str, Any, Any]] = []
@@ -84,6 +100,15 @@ def markdown(metrics: dict[str, float], title: str, notes: Sequence[str] = ()) -
               "|---|---|---|---|---|---|"]  # fmt: skip
     for kind, attribute, values, chance in accuracy_rows(metrics, "generated"):
         lines.append(f"| {kind} | {attribute} | " + " | ".join(fmt(v) for v in values) + f" | {fmt(chance)} |")
+    by_value = value_rows(metrics)
+    if by_value:
+        lines += ["", "## Fidelity by the value the caption names (test split)", "",
+                  "A generator that draws one value for every caption gets that value's share of the test split as "
+                  "accuracy above, but only chance here.", "",
+                  "| kind | attribute | balanced (mean over values) | per value | chance |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for kind, attribute, balanced, values, chance in by_value:
+            lines.append(f"| {kind} | {attribute} | {fmt(balanced)} | {values} | {fmt(chance)} |")
     lines += ["", "## The probe on real test clips (must be ≥ threshold to trust the figures above)", "",
               "| kind | attribute | test | held-out combinations | seen combinations | chance |",
               "|---|---|---|---|---|---|"]  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 
 from t2v.data.shapes import ATTRIBUTES
 from t2v.eval import compare, report
-from t2v.eval.fidelity import chance_levels, reference_set, score
+from t2v.eval.fidelity import Hits, chance_levels, reference_set, score
 from t2v.eval.probe import to_tensor
 
 SAMPLES = 3
@@ -137,3 +137,33 @@ def test_scoring_keeps_memory_to_one_chunk(easy_shapes, trained_probe) -> None:
     indices = np.arange(10)
     score(counting, probe, easy_shapes, indices, num_samples=1, batch_size=4, progress=False)
     assert seen == [4, 4, 2]
+
+
+def test_balanced_accuracy_exposes_a_generator_that_draws_one_value_for_every_caption() -> None:
+    hits = Hits()
+    # Four shapes, but the captions say "circle" 7 times in 10: always drawing a circle is right 70% of the time.
+    truth = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1, 2, 3])
+    hits.add({"shape": torch.zeros(10, dtype=torch.long)}, {"shape": truth}, torch.zeros(10, dtype=torch.bool))
+    vocab = {"shape": ["circle", "square", "triangle", "star", "hexagon"]}
+    assert hits.accuracy("generated/video")["generated/video/test/shape"] == pytest.approx(0.7)
+    by_value = hits.per_value("generated/video", vocab)
+    assert by_value["generated/video/value/shape/circle"] == 1.0
+    assert by_value["generated/video/value/shape/square"] == 0.0
+    assert "generated/video/value/shape/hexagon" not in by_value  # no caption names it
+    assert by_value["generated/video/balanced/shape"] == pytest.approx(0.25)  # chance over the named values
+    table = report.markdown({**by_value, "chance/shape": 0.25}, "one shape")
+    row = next(line for line in table.splitlines() if line.startswith("| video | shape | 25.0% |"))
+    assert "circle 100.0%, square 0.0%" in row and row.endswith("| 25.0% |")
+
+
+def test_balanced_accuracy_is_perfect_for_real_clips_and_chance_for_noise(
+    perfect: dict[str, float], noise: dict[str, float], easy_shapes
+) -> None:
+    chance = chance_levels(easy_shapes.vocab)
+    for kind, attributes in (("video", ATTRIBUTES), ("image", ("shape", "colour", "size"))):
+        for attribute in attributes:
+            assert perfect[f"generated/{kind}/balanced/{attribute}"] >= 0.98, (kind, attribute)
+            value = noise[f"generated/{kind}/balanced/{attribute}"]
+            assert abs(value - chance[f"chance/{attribute}"]) < 0.15, (kind, attribute, value)
+        for name in easy_shapes.vocab["shape"]:
+            assert perfect[f"generated/{kind}/value/shape/{name}"] >= 0.98
