@@ -28,7 +28,7 @@ EASY_PROBE: dict[str, Any] = {
     "appearance_frames": 2,
     "lr": 5e-3,
     "weight_decay": 1e-4,
-    "max_steps": 150,
+    "max_steps": 200,
     "batch_size": 32,
     "extra_clips": 3000,
     "seed": 0,

@@ -15,7 +15,9 @@ from t2v.eval import probe as probes
 THRESHOLD = 0.98
 
 
-def test_probe_reads_every_attribute_of_real_test_clips_above_its_threshold(easy_shapes, trained_probe) -> None:
+def test_probe_reads_every_attribute_of_real_test_clips_above_its_threshold(
+    easy_shapes, trained_probe, easy_probe_settings
+) -> None:
     probe, summary = trained_probe
     test = easy_shapes.split_indices("test")
     held = easy_shapes.is_held_out()[test]
@@ -27,7 +29,8 @@ def test_probe_reads_every_attribute_of_real_test_clips_above_its_threshold(easy
         for kind, per_attribute in accuracy.items():
             for attribute, value in per_attribute.items():
                 assert value >= THRESHOLD, (kind, attribute, value)
-    assert summary["steps"] == 150 and summary["train_clips"] > len(easy_shapes.split_indices("train"))
+    assert summary["steps"] == easy_probe_settings["max_steps"]
+    assert summary["train_clips"] > len(easy_shapes.split_indices("train"))
 
 
 def test_training_pool_never_holds_a_val_or_test_clip(easy_shapes) -> None:
