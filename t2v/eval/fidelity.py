@@ -52,14 +52,12 @@ def chance_levels(vocab: dict[str, list[str]]) -> dict[str, float]:
 class Hits:
     """Whether each scored row (a clip or an image) got each attribute right, with its subset."""
 
-    correct: dict[str, list[Tensor]] = field(default_factory=dict)
     predicted: dict[str, list[Tensor]] = field(default_factory=dict)
     truth: dict[str, list[Tensor]] = field(default_factory=dict)
     held_out: list[Tensor] = field(default_factory=list)
 
     def add(self, predictions: dict[str, Tensor], labels: dict[str, Tensor], held_out: Tensor) -> None:
         for a, pred in predictions.items():
-            self.correct.setdefault(a, []).append(pred.cpu() == labels[a])
             self.predicted.setdefault(a, []).append(pred.cpu())
             self.truth.setdefault(a, []).append(labels[a].cpu())
         self.held_out.append(held_out)
@@ -83,7 +81,7 @@ class Hits:
         """``<prefix>/<subset>/<attribute>`` and ``<prefix>/<subset>/all`` for each non-empty subset."""
         if not self.held_out:
             return {}
-        correct = {a: torch.cat(rows) for a, rows in self.correct.items()}
+        correct = {a: torch.cat(rows) == torch.cat(self.truth[a]) for a, rows in self.predicted.items()}
         correct["all"] = torch.stack(list(correct.values())).all(0)
         held = torch.cat(self.held_out)
         out = {}

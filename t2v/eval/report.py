@@ -104,7 +104,7 @@ def markdown(metrics: dict[str, float], title: str, notes: Sequence[str] = ()) -
     if by_value:
         lines += ["", "## Fidelity by the value the caption names (test split)", "",
                   "A generator that draws one value for every caption gets that value's share of the test split as "
-                  "accuracy above, but only chance here.", "",
+                  "accuracy above, but here only one over the number of values the test captions name.", "",
                   "| kind | attribute | balanced (mean over values) | per value | chance |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for kind, attribute, balanced, values, chance in by_value:

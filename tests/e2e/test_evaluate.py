@@ -66,12 +66,18 @@ def test_evaluate_writes_metrics_table_and_logs(evaluation: tuple[Path, str], ch
                 "diversity/video/pixel/generated", "diversity/video/feature/generated",
                 "retrieval/real/recall@1", "retrieval/real/recall@10", "retrieval/generated/recall@5"):  # fmt: skip
         assert isinstance(metrics[key], float), key
+    for attribute in ("shape", "colour", "size", "direction", "speed"):
+        assert 0.0 <= metrics[f"generated/video/balanced/{attribute}"] <= 1.0
+        per_value = [v for k, v in metrics.items() if k.startswith(f"generated/video/value/{attribute}/")]
+        assert per_value and all(0.0 <= v <= 1.0 for v in per_value), attribute
     table = (run_dir / "metrics.md").read_text()
     assert "| video | colour |" in table and "| chance |" in table
+    assert "## Fidelity by the value the caption names" in table
     # The same values went to the logger (logger=csv).
     with open(run_dir / "csv" / "metrics.csv") as f:
         logged = next(csv.DictReader(f))
     assert float(logged["generated/video/test/colour"]) == pytest.approx(metrics["generated/video/test/colour"])
+    assert float(logged["generated/video/balanced/shape"]) == pytest.approx(metrics["generated/video/balanced/shape"])
     # The probe was trained once and published; a 15-step probe cannot be trusted, and the run says so.
     assert (
         summary["probe"]["cached"] is False

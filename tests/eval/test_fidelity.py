@@ -151,9 +151,34 @@ def test_balanced_accuracy_exposes_a_generator_that_draws_one_value_for_every_ca
     assert by_value["generated/video/value/shape/square"] == 0.0
     assert "generated/video/value/shape/hexagon" not in by_value  # no caption names it
     assert by_value["generated/video/balanced/shape"] == pytest.approx(0.25)  # chance over the named values
-    table = report.markdown({**by_value, "chance/shape": 0.25}, "one shape")
+    table = report.markdown({**by_value, "chance/shape": 0.2}, "one shape")
     row = next(line for line in table.splitlines() if line.startswith("| video | shape | 25.0% |"))
-    assert "circle 100.0%, square 0.0%" in row and row.endswith("| 25.0% |")
+    assert "circle 100.0%, square 0.0%" in row and row.endswith("| 20.0% |")
+
+
+def test_a_generator_that_draws_one_shape_is_right_as_often_as_its_shape_is_asked_for_but_balanced_at_chance(
+    easy_shapes, trained_probe
+) -> None:
+    probe, _ = trained_probe
+    test = easy_shapes.split_indices("test")
+    shape = easy_shapes.labels["shape"]
+    triangle = easy_shapes.vocab["shape"].index("triangle")
+    one_triangle = int(np.flatnonzero(shape == triangle)[0])
+
+    def always_that_triangle(captions: list[str], n: int, seed: int) -> dict[str, torch.Tensor]:
+        video = to_tensor(easy_shapes.render([one_triangle] * (len(captions) * n)))
+        return {"video": video, "images": video[:, :, 0]}
+
+    metrics = score(always_that_triangle, probe, easy_shapes, test, num_samples=1, batch_size=64, progress=False)
+    asked = float(np.mean(shape[test] == triangle))
+    assert 0.05 < asked < 0.45  # the test split is dense in held-out red circles: lopsided
+    for kind in ("video", "image"):
+        assert metrics[f"generated/{kind}/test/shape"] == pytest.approx(asked, abs=0.02)
+        assert metrics[f"generated/{kind}/value/shape/triangle"] >= 0.98
+        assert metrics[f"generated/{kind}/value/shape/circle"] <= 0.02
+        assert metrics[f"generated/{kind}/balanced/shape"] == pytest.approx(0.5, abs=0.02)
+    side_by_side = compare.table([{"metrics": metrics, "run_time_s": 1.0}], ["triangle"])
+    assert "| video shape, test, balanced over values | 50.0% | 50.0% |" in side_by_side
 
 
 def test_balanced_accuracy_is_perfect_for_real_clips_and_chance_for_noise(
