@@ -12,6 +12,7 @@ contrastive loss (margin 1); in-batch InfoNCE and a triplet loss are alternative
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.retrieval import RetrievalHitRate
 
+from t2v.errors import T2VError
 from t2v.models.gan import mismatched_indices, same_meaning
 from t2v.models.upstream import freeze, load_submodule
 from t2v.models.vae import TextVAE
@@ -28,6 +30,8 @@ from t2v.models.vae import TextVAE
 FRAME_CHOICES = ("first", "middle", "random", "original")
 SIAMESE_LOSSES = ("contrastive", "infonce", "triplet")
 RECALL_AT = (1, 5, 10)
+# What a later stage may read of the text: the siamese embedding, the VAE code, the mean word vector.
+TEXT_PARTS = ("embedding", "vae_code", "word_mean")
 
 
 def head(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float, final_relu: bool) -> nn.Sequential:
@@ -80,21 +84,48 @@ class TextEncoder(nn.Module):
                 parts.append(word_mean(features, self.vae.hparams.word_dim))
         return parts
 
-    def forward(self, features: Tensor, with_code: bool = False, balanced: bool = False) -> Tensor:
-        """The embedding; with ``with_code``, followed by the code it was computed from.
+    def part_names(self, with_code: bool = False) -> list[str]:
+        """The parts of the text input, in order: the embedding, then with ``with_code`` the code it came from."""
+        return ["embedding"] + (["vae_code"] + (["word_mean"] if self.word_mean else []) if with_code else [])
+
+    def forward(
+        self, features: Tensor, with_code: bool = False, balanced: bool = False, parts: Sequence[str] | None = None
+    ) -> Tensor:
+        """The embedding; with ``with_code``, followed by the code it was computed from. ``parts`` picks the
+        parts by name instead (of ``TEXT_PARTS``; ``word_mean`` needs the siamese stage's ``word_mean``).
 
         With ``balanced``, each part (embedding, VAE code, word mean) is rescaled to unit RMS per caption.
         Their scales differ ~40x (word mean ~0.02, VAE code ~0.7), and a layer reading them as they are
         starts out nearly deaf to the small ones.
         """
-        code = self.code_parts(features)
-        parts = [self.head(torch.cat(code, dim=-1))] + (code if with_code else [])
+        code = dict(zip(("vae_code", "word_mean"), self.code_parts(features), strict=False))
+        chosen = []
+        for name in parts or self.part_names(with_code):
+            chosen.append(self.head(torch.cat(list(code.values()), dim=-1)) if name == "embedding" else code[name])
         if balanced:
-            parts = [unit_rms(part) for part in parts]
-        return torch.cat(parts, dim=-1)
+            chosen = [unit_rms(part) for part in chosen]
+        return torch.cat(chosen, dim=-1)
 
-    def out_dim(self, with_code: bool = False) -> int:
-        return self.embed_dim + (self.code_dim if with_code else 0)
+    def check_parts(self, parts: Sequence[str]) -> None:
+        """A clear error for a text part this encoder cannot give."""
+        for name in parts:
+            if name not in TEXT_PARTS:
+                raise T2VError(f"text part {name!r} is unknown; pick from {list(TEXT_PARTS)}")
+            if name == "word_mean" and not self.word_mean:
+                raise T2VError(
+                    "text part 'word_mean' needs a siamese stage trained with model.word_mean=true; "
+                    "retrain it (python train.py stage=siamese model.word_mean=true) or drop the part"
+                )
+        if not parts:
+            raise T2VError(f"the list of text parts is empty; pick from {list(TEXT_PARTS)}")
+
+    def out_dim(self, with_code: bool = False, parts: Sequence[str] | None = None) -> int:
+        dims = {
+            "embedding": self.embed_dim,
+            "vae_code": self.vae.hparams.latent_dim,
+            "word_mean": self.vae.hparams.word_dim,
+        }
+        return sum(dims[name] for name in parts or self.part_names(with_code))
 
 
 class ImageEncoder(nn.Module):

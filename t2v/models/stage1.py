@@ -235,6 +235,7 @@ class Stage1GAN(AdversarialModule):
         match_weight: float = 0.0,
         text_code: bool = False,
         text_balance: bool = False,
+        text_parts: list[str] | None = None,
         read_weight: float = 0.0,
         d_head: str = "concat",
         spectral_norm: bool = False,
@@ -276,7 +277,9 @@ class Stage1GAN(AdversarialModule):
         self.text_encoder = freeze(TextEncoder(**text_encoder))
         # The siamese image branch, frozen, judges whether G's images match their captions.
         self.image_encoder = freeze(ImageEncoder(**image_encoder)) if match_weight and image_encoder else None
-        embed_dim = self.text_encoder.out_dim(text_code)
+        if text_parts is not None:
+            self.text_encoder.check_parts(text_parts)
+        embed_dim = self.text_encoder.out_dim(text_code, text_parts)
         self.generator = ConditionedGenerator(embed_dim, z_dim, c_dim, scaled(GF_DIM * 8, width), steps)
         self.discriminator = MatchingDiscriminator(
             embed_dim, c_dim, scaled(DF_DIM, width), steps, d_head, spectral_norm, reads_text=read_weight > 0
@@ -304,7 +307,8 @@ class Stage1GAN(AdversarialModule):
     def embed_text(self, features: Tensor) -> Tensor:
         """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim),
         followed by the code it was computed from when ``text_code`` is on."""
-        return self.text_encoder(features, with_code=self.hparams.text_code, balanced=self.hparams.text_balance)
+        hp = self.hparams
+        return self.text_encoder(features, with_code=hp.text_code, balanced=hp.text_balance, parts=hp.text_parts)
 
     @torch.no_grad()
     def generate(self, text_features: Tensor, z: Tensor | None = None, sample_condition: bool = False) -> Tensor:

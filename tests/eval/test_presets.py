@@ -21,7 +21,7 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     stage1 = compose_train("experiment=seed_2017", "stage=stage1")
     assert stage1.model.kl_weight == 1.0 and stage1.model.match_weight == 0.0
     assert (stage1.model.text_code, stage1.model.d_head, stage1.model.spectral_norm) == (False, "concat", False)
-    assert (stage1.model.text_balance, stage1.model.read_weight) == (False, 0.0)
+    assert (stage1.model.text_balance, stage1.model.read_weight, stage1.model.text_parts) == (False, 0.0, None)
     assert list(stage1.data.contrast) == []  # random wrong captions only, as published
     videogan = compose_train("experiment=seed_2017", "stage=videogan")
     m = videogan.model
@@ -31,6 +31,13 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     quickstart = compose_train("experiment=quickstart", "stage=videogan")
     assert (videogan.data.frames, videogan.data.size, videogan.data.num_clips) == (16, 32, 4000)
     assert m.width == quickstart.model.width  # the same networks' size as experiment=t2v
+
+
+def test_the_quickstart_stage1_reads_the_word_mean_its_siamese_stage_gives(compose_train) -> None:
+    stage1 = compose_train("experiment=quickstart", "stage=stage1")
+    siamese = compose_train("experiment=quickstart", "stage=siamese")
+    assert list(stage1.model.text_parts) == ["word_mean"] and stage1.model.match_weight == 0.0
+    assert siamese.model.word_mean is True
 
 
 @pytest.mark.parametrize("stage", STAGES)

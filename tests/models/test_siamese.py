@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from t2v.errors import T2VError
 from t2v.models.siamese import (
     RECALL_AT,
     SiameseEmbedding,
@@ -17,6 +18,7 @@ from t2v.models.siamese import (
     frame_indices,
     retrieval_recall,
 )
+from t2v.models.siamese import word_mean as word_mean_of
 from t2v.models.vae import TextVAE
 
 VAE = dict(word_dim=8, max_words=4, hidden_dims=[16], latent_dim=8)
@@ -154,6 +156,31 @@ def test_word_mean_joins_the_vae_code_in_the_head_and_the_code_and_survives_relo
     rebuilt.load_state_dict(model.text_encoder.state_dict())
     assert torch.equal(rebuilt.eval()(text, with_code=True), with_code)
     assert tiny().text_encoder_hparams()["word_mean"] is False  # off as published
+
+
+def test_text_parts_pick_the_parts_by_name_in_the_order_given() -> None:
+    model = tiny(word_mean=True).eval()
+    encoder, text = model.text_encoder, ColourClips(4).text
+    embedding, mu, mean = encoder(text), encoder.vae.encode(text)[0], word_mean_of(text, VAE["word_dim"])
+    assert torch.equal(encoder(text, parts=["vae_code"]), mu)
+    assert torch.equal(encoder(text, parts=["word_mean"]), mean)
+    assert torch.equal(encoder(text, parts=["word_mean", "embedding"]), torch.cat([mean, embedding], dim=1))
+    assert torch.equal(encoder(text, parts=["embedding", "vae_code", "word_mean"]), encoder(text, with_code=True))
+    assert encoder.out_dim(parts=["vae_code", "word_mean"]) == VAE["latent_dim"] + VAE["word_dim"]
+    torch.testing.assert_close(encoder(text, parts=["word_mean"], balanced=True).pow(2).mean(1), torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("word_mean", "parts", "message"),
+    [
+        (True, ["words"], r"text part 'words' is unknown; pick from \['embedding', 'vae_code', 'word_mean'\]"),
+        (False, ["word_mean"], r"text part 'word_mean' needs a siamese stage trained with model.word_mean=true"),
+        (True, [], r"the list of text parts is empty"),
+    ],
+)
+def test_text_parts_name_a_part_the_encoder_cannot_give(word_mean: bool, parts: list[str], message: str) -> None:
+    with pytest.raises(T2VError, match=message):
+        tiny(word_mean=word_mean).text_encoder.check_parts(parts)
 
 
 def test_balanced_text_puts_every_part_at_unit_rms_and_keeps_its_direction() -> None:

@@ -404,6 +404,24 @@ def test_text_code_joins_the_vae_code_and_survives_reload(tmp_path: Path) -> Non
     assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
 
 
+def test_text_parts_choose_what_g_and_d_read_and_survive_reload(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    encoder = {**TEXT_ENCODER, "word_mean": True}
+    model = tiny_model(text_encoder=encoder, text_parts=["word_mean"], text_code=True)  # the parts win
+    batch = batch_of(BATCH)
+    assert torch.equal(model.embed_text(batch["text"]), model.text_encoder(batch["text"], parts=["word_mean"]))
+    assert model.generator.ca.fc.in_features == WORD_DIM
+    path = tmp_path / "m.ckpt"
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    loaded = Stage1GAN.load_from_checkpoint(path)
+    z = torch.randn(BATCH, 8)
+    assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
+    with pytest.raises(T2VError, match="text part 'word_mean' needs a siamese stage trained with model.word_mean"):
+        tiny_model(text_parts=["word_mean"])
+
+
 def test_read_weight_makes_d_tell_which_caption_a_real_image_shows_and_asks_g_for_images_it_matches() -> None:
     torch.manual_seed(0)
     assert tiny_model().discriminator.image_reading is None  # off as published
