@@ -16,7 +16,8 @@ caption embedding to G's bottleneck and makes D matching-aware on (video, captio
 supervised term), which teaches the caption's motion in far fewer steps than D alone; ``skips``
 gives G's decoders U-Net skip connections from the frame encoder; ``warp`` replaces the generated
 background with the input frame resampled by a generated flow per frame, so the clip moves the frame's
-own pixels (its shapes stay sharp) and the mask and foreground paint only what the flow cannot.
+own pixels (its shapes stay sharp) and the mask and foreground paint only what the flow cannot;
+``rigid_flow`` makes that flow one translation per frame, which moves the frame whole, like a camera pan.
 
 Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm gamma N(1, 0.02).
 """
@@ -94,9 +95,16 @@ def blur_half(images: Tensor) -> Tensor:
     return F.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def warp_frames(image: Tensor, flow: Tensor) -> Tensor:
+def border_colour(image: Tensor) -> Tensor:
+    """(B, C): the median colour of each image's outermost pixels, its background wherever little touches the edge."""
+    edges = torch.cat([image[..., 0, :], image[..., -1, :], image[..., :, 0], image[..., :, -1]], dim=-1)
+    return edges.median(dim=-1).values
+
+
+def warp_frames(image: Tensor, flow: Tensor, fill: Tensor | None = None) -> Tensor:
     """The image (B, C, H, W) resampled at every frame's flow (B, 2, T, H, W): frame t at pixel p is the image
-    at p + flow[t](p) (x then y, in grid_sample's [-1, 1] units), bilinearly; outside it, the nearest border."""
+    at p + flow[t](p) (x then y, in grid_sample's [-1, 1] units), bilinearly. Outside the image: the nearest
+    border pixel, or the colour ``fill`` (B, C) when given."""
     b, c, h, w = image.shape
     frames = flow.shape[2]
     ys, xs = torch.meshgrid(
@@ -104,9 +112,14 @@ def warp_frames(image: Tensor, flow: Tensor) -> Tensor:
     )
     identity = torch.stack([xs, ys], dim=-1)  # (H, W, 2), x first as grid_sample wants
     grid = identity + flow.float().permute(0, 2, 3, 4, 1)  # (B, T, H, W, 2)
-    source = image.float().unsqueeze(1).expand(-1, frames, -1, -1, -1).reshape(b * frames, c, h, w)
-    warped = F.grid_sample(source, grid.reshape(b * frames, h, w, 2), padding_mode="border", align_corners=True)
-    return warped.reshape(b, frames, c, h, w).transpose(1, 2).to(image.dtype)
+    offset = fill.float()[:, :, None, None] if fill is not None else 0.0
+    source = (image.float() - offset).unsqueeze(1).expand(-1, frames, -1, -1, -1).reshape(b * frames, c, h, w)
+    padding = "border" if fill is None else "zeros"  # zeros of (image - fill): the fill colour
+    warped = F.grid_sample(source, grid.reshape(b * frames, h, w, 2), padding_mode=padding, align_corners=True)
+    warped = warped.reshape(b, frames, c, h, w).transpose(1, 2)
+    if fill is not None:
+        warped = warped + offset.unsqueeze(2)
+    return warped.to(image.dtype)
 
 
 def upsampling_levels(
@@ -141,11 +154,13 @@ class VideoGenerator(nn.Module):
         skips: bool = False,
         warp: bool = False,
         flow_stride: int = 1,
+        rigid_flow: bool = False,
     ) -> None:
         super().__init__()
         channels = level_channels(size, width)
         top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
         self.noise_dim, self.skips, self.warp, self.flow_stride = noise_dim, skips, warp, flow_stride
+        self.rigid_flow = rigid_flow
 
         self.encoder = nn.ModuleList()
         previous = 3
@@ -226,7 +241,13 @@ class VideoGenerator(nn.Module):
             else:
                 coarse = self.to_flow(levels[self.flow_level])
                 flow = F.interpolate(coarse, size=mask.shape[2:], mode="trilinear", align_corners=False)
-            background = warp_frames(image, flow)
+            fill = None
+            if self.rigid_flow:
+                # One displacement per frame: every pixel moves alike, so no shape can bend or tear. It pulls a
+                # whole side's strip in from outside the frame, which the border pixels' replicas would streak.
+                flow = flow.mean(dim=(-2, -1), keepdim=True).expand_as(flow)
+                fill = border_colour(image)
+            background = warp_frames(image, flow, fill)
             video = mask * foreground + (1 - mask) * background
             return {"video": video, "foreground": foreground, "background": image, "mask": mask, "flow": flow}
         background = joined
@@ -288,6 +309,7 @@ class VideoGAN(AdversarialModule):
         skips: bool = False,
         warp: bool = False,
         flow_stride: int = 1,
+        rigid_flow: bool = False,
         mask_l1: float = 0.0,
         noise_dim: int = 0,
         text_conditioning: bool = False,
@@ -322,6 +344,8 @@ class VideoGAN(AdversarialModule):
                 raise T2VError(f"model.{name}={value} must be 0 or more")
         if not 0 <= input_blur <= 1:
             raise T2VError(f"model.input_blur={input_blur} is a probability; use a value in [0, 1] (0 = off)")
+        if rigid_flow and not warp:
+            raise T2VError("model.rigid_flow=true shapes the warp's flow; set model.warp=true too, or rigid_flow=false")
         if text_conditioning and cond_dim < 1:
             raise T2VError(f"model.cond_dim={cond_dim} must be at least 1 with text conditioning (128 as in StackGAN)")
         if text_conditioning and not text_encoder:
@@ -338,7 +362,9 @@ class VideoGAN(AdversarialModule):
             assert text_encoder is not None
             self.text_encoder = freeze(TextEncoder(**text_encoder))
             embed_dim = self.text_encoder.out_dim(text_code)
-        self.generator = VideoGenerator(frames, size, width, noise_dim, embed_dim, cond_dim, skips, warp, flow_stride)
+        self.generator = VideoGenerator(
+            frames, size, width, noise_dim, embed_dim, cond_dim, skips, warp, flow_stride, rigid_flow
+        )
         self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
         self.generator.apply(init_weights)
         if warp:

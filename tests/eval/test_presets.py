@@ -26,7 +26,7 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     videogan = compose_train("experiment=seed_2017", "stage=videogan")
     m = videogan.model
     assert (m.text_conditioning, m.text_code, m.noise_dim, m.clip_l1, m.recon_weight) == (False, False, 0, 0.0, 10.0)
-    assert (m.skips, m.warp) == (False, False)
+    assert (m.skips, m.warp, m.rigid_flow) == (False, False, False)
     assert videogan.stage.upstream.siamese is None  # its D sees no text, so it needs no text encoder
     quickstart = compose_train("experiment=quickstart", "stage=videogan")
     assert (videogan.data.frames, videogan.data.size, videogan.data.num_clips) == (16, 32, 4000)
@@ -38,6 +38,8 @@ def test_the_quickstart_stage1_reads_the_word_mean_its_siamese_stage_gives(compo
     siamese = compose_train("experiment=quickstart", "stage=siamese")
     assert list(stage1.model.text_parts) == ["word_mean"] and stage1.model.match_weight == 0.0
     assert siamese.model.word_mean is True
+    videogan = compose_train("experiment=quickstart", "stage=videogan")
+    assert (videogan.model.warp, videogan.model.rigid_flow) == (True, True)
 
 
 @pytest.mark.parametrize("stage", STAGES)

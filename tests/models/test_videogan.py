@@ -376,3 +376,33 @@ def test_input_blur_blurs_some_training_inputs_and_never_sampling_ones() -> None
     assert torch.equal(seen[-1], batch["video"][:, :, 0])
     with pytest.raises(T2VError, match="model.input_blur=1.5 is a probability"):
         VideoGAN(**TINY, input_blur=1.5)
+
+
+def test_a_rigid_flow_moves_the_whole_frame_alike_and_needs_warp() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(**TINY, warp=True, flow_stride=2, rigid_flow=True)
+    nn.init.normal_(model.generator.to_flow.weight)
+    image = torch.rand(2, 3, 16, 16) * 2 - 1
+    flow = model.generator(image)["flow"]
+    assert flow.shape == (2, 2, TINY["frames"], 16, 16) and flow.abs().max() > 0
+    # One displacement per clip and frame: every pixel of a frame moves alike, but the frames differ.
+    assert torch.equal(flow, flow[..., :1, :1].expand_as(flow))
+    assert (flow[:, :, 1:] - flow[:, :, :-1]).abs().max() > 0
+    with pytest.raises(T2VError, match=r"model.rigid_flow=true .* set model.warp=true"):
+        VideoGAN(**TINY, rigid_flow=True)
+
+
+def test_a_warp_with_a_fill_colour_brings_that_colour_in_from_outside() -> None:
+    from t2v.models.videogan import border_colour
+
+    image = torch.full((1, 3, 8, 8), -0.8)
+    image[:, :, 2:5, 0:3] = 1.0  # an object touching the left edge
+    assert torch.allclose(border_colour(image), torch.full((1, 3), -0.8))
+    flow = torch.zeros(1, 2, 2, 8, 8)
+    flow[:, 0, 1] = -4 / 7  # frame 1: everything moves 2 pixels right
+    fill = border_colour(image)
+    moved = warp_frames(image, flow, fill)[:, :, 1]
+    assert torch.allclose(moved[..., 2:5, 2:5], torch.ones(1, 3, 3, 3), atol=1e-5)  # the object, whole
+    assert torch.allclose(moved[..., :, :2], torch.full((1, 3, 8, 2), -0.8), atol=1e-5)  # background came in
+    streaked = warp_frames(image, flow)[:, :, 1]  # the nearest border pixel instead: the object smears
+    assert torch.allclose(streaked[..., 2:5, :2], torch.ones(1, 3, 3, 2), atol=1e-5)
