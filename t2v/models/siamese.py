@@ -100,24 +100,26 @@ class TextEncoder(nn.Module):
         """
         code = dict(zip(("vae_code", "word_mean"), self.code_parts(features), strict=False))
         chosen = []
-        for name in parts or self.part_names(with_code):
+        for name in parts if parts is not None else self.part_names(with_code):
             chosen.append(self.head(torch.cat(list(code.values()), dim=-1)) if name == "embedding" else code[name])
         if balanced:
             chosen = [unit_rms(part) for part in chosen]
         return torch.cat(chosen, dim=-1)
 
     def check_parts(self, parts: Sequence[str]) -> None:
-        """A clear error for a text part this encoder cannot give."""
+        """A clear one-line error for a list of text parts (``model.text_parts``) this encoder cannot give."""
+        if isinstance(parts, str) or not parts:
+            raise T2VError(f"model.text_parts={parts!r} must be a non-empty list, e.g. model.text_parts=[word_mean]")
         for name in parts:
             if name not in TEXT_PARTS:
-                raise T2VError(f"text part {name!r} is unknown; pick from {list(TEXT_PARTS)}")
+                raise T2VError(f"model.text_parts: {name!r} is unknown; pick from {list(TEXT_PARTS)}")
             if name == "word_mean" and not self.word_mean:
                 raise T2VError(
-                    "text part 'word_mean' needs a siamese stage trained with model.word_mean=true; "
+                    "model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean=true; "
                     "retrain it (python train.py stage=siamese model.word_mean=true) or drop the part"
                 )
-        if not parts:
-            raise T2VError(f"the list of text parts is empty; pick from {list(TEXT_PARTS)}")
+        if len(set(parts)) < len(parts):
+            raise T2VError(f"model.text_parts={list(parts)} names a part twice; name each once")
 
     def out_dim(self, with_code: bool = False, parts: Sequence[str] | None = None) -> int:
         dims = {
@@ -125,7 +127,7 @@ class TextEncoder(nn.Module):
             "vae_code": self.vae.hparams.latent_dim,
             "word_mean": self.vae.hparams.word_dim,
         }
-        return sum(dims[name] for name in parts or self.part_names(with_code))
+        return sum(dims[name] for name in (parts if parts is not None else self.part_names(with_code)))
 
 
 class ImageEncoder(nn.Module):

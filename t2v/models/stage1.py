@@ -16,7 +16,8 @@ Text -> one frame of the clip (``frame``, the first by default), at ``size`` x `
   images are judged on it.
 - Optional (``text_code``, off as published): G and D also see the code the embedding was
   computed from (the VAE code, and the mean word vector when the siamese stage has ``word_mean``);
-  with ``text_balance``, each of those parts is rescaled to unit RMS first.
+  with ``text_balance``, each of those parts is rescaled to unit RMS first. ``text_parts`` names the parts G and D read
+  instead (any of the embedding, the VAE code and the word mean; the quickstart's: the word mean alone).
 - Optional (``read_weight`` > 0, off as published): D also learns to tell, from a real image, which of the
   batch's captions is its own (InfoNCE on the cosine similarity of D's pooled features and the text input,
   each through a linear map), and G is asked to make images D matches to their own captions just as well: an
@@ -305,8 +306,8 @@ class Stage1GAN(AdversarialModule):
     # -- sampling API -----------------------------------------------------------------------------
     @torch.no_grad()
     def embed_text(self, features: Tensor) -> Tensor:
-        """Caption features (B, max_words * word_dim) -> the frozen siamese text embedding (B, embed_dim),
-        followed by the code it was computed from when ``text_code`` is on."""
+        """Caption features (B, max_words * word_dim) -> what G and D read of the text: the frozen siamese
+        embedding, followed by the code it was computed from when ``text_code`` is on, or the ``text_parts``."""
         hp = self.hparams
         return self.text_encoder(features, with_code=hp.text_code, balanced=hp.text_balance, parts=hp.text_parts)
 

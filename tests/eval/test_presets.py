@@ -38,14 +38,15 @@ def test_the_quickstart_stage1_reads_the_word_mean_its_siamese_stage_gives(compo
     siamese = compose_train("experiment=quickstart", "stage=siamese")
     assert list(stage1.model.text_parts) == ["word_mean"] and stage1.model.match_weight == 0.0
     assert siamese.model.word_mean is True
-    videogan = compose_train("experiment=quickstart", "stage=videogan")
-    assert (videogan.model.warp, videogan.model.rigid_flow) == (True, True)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_t2v_reuses_the_quickstart_settings_with_longer_training(compose_train, stage: str) -> None:
+def test_t2v_reuses_the_quickstart_settings_with_longer_training_and_a_rigid_warp(compose_train, stage: str) -> None:
     t2v = compose_train("experiment=t2v", f"stage={stage}")
     quickstart = compose_train("experiment=quickstart", f"stage={stage}")
+    if stage == "videogan":  # t2v's video GAN moves its input frame whole; the quickstart's flow bends it
+        assert (t2v.model.rigid_flow, quickstart.model.rigid_flow, quickstart.model.warp) == (True, False, True)
+        t2v.model.rigid_flow = False
     assert t2v.model == quickstart.model and t2v.data == quickstart.data
     if stage in ("stage1", "videogan"):
         assert t2v.trainer.max_steps == 2 * quickstart.trainer.max_steps

@@ -173,9 +173,11 @@ def test_text_parts_pick_the_parts_by_name_in_the_order_given() -> None:
 @pytest.mark.parametrize(
     ("word_mean", "parts", "message"),
     [
-        (True, ["words"], r"text part 'words' is unknown; pick from \['embedding', 'vae_code', 'word_mean'\]"),
-        (False, ["word_mean"], r"text part 'word_mean' needs a siamese stage trained with model.word_mean=true"),
-        (True, [], r"the list of text parts is empty"),
+        (True, ["words"], r"model.text_parts: 'words' is unknown; pick from \['embedding', 'vae_code', 'word_mean'\]"),
+        (False, ["word_mean"], r"model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean"),
+        (True, [], r"model.text_parts=\[\] must be a non-empty list, e.g. model.text_parts=\[word_mean\]"),
+        (True, "word_mean", r"model.text_parts='word_mean' must be a non-empty list"),  # an override without brackets
+        (True, ["word_mean", "word_mean"], r"names a part twice"),
     ],
 )
 def test_text_parts_name_a_part_the_encoder_cannot_give(word_mean: bool, parts: list[str], message: str) -> None:

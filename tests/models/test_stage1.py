@@ -418,7 +418,9 @@ def test_text_parts_choose_what_g_and_d_read_and_survive_reload(tmp_path: Path) 
     loaded = Stage1GAN.load_from_checkpoint(path)
     z = torch.randn(BATCH, 8)
     assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
-    with pytest.raises(T2VError, match="text part 'word_mean' needs a siamese stage trained with model.word_mean"):
+    with pytest.raises(
+        T2VError, match="model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean"
+    ):
         tiny_model(text_parts=["word_mean"])
 
 

@@ -388,6 +388,13 @@ def test_a_rigid_flow_moves_the_whole_frame_alike_and_needs_warp() -> None:
     # One displacement per clip and frame: every pixel of a frame moves alike, but the frames differ.
     assert torch.equal(flow, flow[..., :1, :1].expand_as(flow))
     assert (flow[:, :, 1:] - flow[:, :, :-1]).abs().max() > 0
+    # The frame's border colour comes in from outside, not the border pixels' replicas.
+    from t2v.models.videogan import border_colour
+
+    out = model.generator(image)
+    filled = warp_frames(image, out["flow"], border_colour(image))
+    assert not torch.allclose(filled, warp_frames(image, out["flow"]), atol=1e-3)  # the flow reaches outside
+    torch.testing.assert_close(out["video"], out["mask"] * out["foreground"] + (1 - out["mask"]) * filled)
     with pytest.raises(T2VError, match=r"model.rigid_flow=true .* set model.warp=true"):
         VideoGAN(**TINY, rigid_flow=True)
 
