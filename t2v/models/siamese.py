@@ -72,21 +72,33 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.vae = freeze(TextVAE(**vae))
         self.word_mean = word_mean
-        self.code_dim = self.vae.hparams.latent_dim + (self.vae.hparams.word_dim if word_mean else 0)
-        self.head = head(self.code_dim, hidden_dim, embed_dim, dropout, final_relu)
         self.embed_dim = embed_dim
+        self.code_dim = sum(list(self.part_dims().values())[1:])
+        self.head = head(self.code_dim, hidden_dim, embed_dim, dropout, final_relu)
 
-    def code_parts(self, features: Tensor) -> list[Tensor]:
-        """What the head reads: the VAE code, then the mean word vector when ``word_mean`` is on."""
-        with torch.no_grad():
-            parts = [self.vae.encode(features)[0]]
-            if self.word_mean:
-                parts.append(word_mean(features, self.vae.hparams.word_dim))
-        return parts
+    def part_dims(self) -> dict[str, int]:
+        """Each part of the text a later stage may read, in order, with its width: the embedding, then the code it
+        is computed from (the VAE code, then the mean word vector when ``word_mean`` is on)."""
+        vae = self.vae.hparams
+        return {"embedding": self.embed_dim, "vae_code": vae.latent_dim} | (
+            {"word_mean": vae.word_dim} if self.word_mean else {}
+        )
 
     def part_names(self, with_code: bool = False) -> list[str]:
         """The parts of the text input, in order: the embedding, then with ``with_code`` the code it came from."""
-        return ["embedding"] + (["vae_code"] + (["word_mean"] if self.word_mean else []) if with_code else [])
+        return list(self.part_dims())[: None if with_code else 1]
+
+    def code_parts(self, features: Tensor, names: Sequence[str] = ("embedding",)) -> dict[str, Tensor]:
+        """The code parts by name, in the head's input order, each computed only when ``names`` asks for it or
+        for the embedding (which reads them all): reading the word mean alone needs no VAE pass."""
+        every_part = "embedding" in names
+        code = {}
+        with torch.no_grad():
+            if every_part or "vae_code" in names:
+                code["vae_code"] = self.vae.encode(features)[0]
+            if self.word_mean and (every_part or "word_mean" in names):
+                code["word_mean"] = word_mean(features, self.vae.hparams.word_dim)
+        return code
 
     def forward(
         self, features: Tensor, with_code: bool = False, balanced: bool = False, parts: Sequence[str] | None = None
@@ -98,10 +110,9 @@ class TextEncoder(nn.Module):
         Their scales differ ~40x (word mean ~0.02, VAE code ~0.7), and a layer reading them as they are
         starts out nearly deaf to the small ones.
         """
-        code = dict(zip(("vae_code", "word_mean"), self.code_parts(features), strict=False))
-        chosen = []
-        for name in parts if parts is not None else self.part_names(with_code):
-            chosen.append(self.head(torch.cat(list(code.values()), dim=-1)) if name == "embedding" else code[name])
+        names = parts if parts is not None else self.part_names(with_code)
+        code = self.code_parts(features, names)
+        chosen = [self.head(torch.cat(list(code.values()), dim=-1)) if n == "embedding" else code[n] for n in names]
         if balanced:
             chosen = [unit_rms(part) for part in chosen]
         return torch.cat(chosen, dim=-1)
@@ -122,11 +133,7 @@ class TextEncoder(nn.Module):
             raise T2VError(f"model.text_parts={list(parts)} names a part twice; name each once")
 
     def out_dim(self, with_code: bool = False, parts: Sequence[str] | None = None) -> int:
-        dims = {
-            "embedding": self.embed_dim,
-            "vae_code": self.vae.hparams.latent_dim,
-            "word_mean": self.vae.hparams.word_dim,
-        }
+        dims = self.part_dims()
         return sum(dims[name] for name in (parts if parts is not None else self.part_names(with_code)))
 
 

@@ -168,6 +168,8 @@ def test_text_parts_pick_the_parts_by_name_in_the_order_given() -> None:
     assert torch.equal(encoder(text, parts=["embedding", "vae_code", "word_mean"]), encoder(text, with_code=True))
     assert encoder.out_dim(parts=["vae_code", "word_mean"]) == VAE["latent_dim"] + VAE["word_dim"]
     torch.testing.assert_close(encoder(text, parts=["word_mean"], balanced=True).pow(2).mean(1), torch.ones(4))
+    encoder.vae.encode = None  # reading the word mean alone needs no VAE pass
+    assert torch.equal(encoder(text, parts=["word_mean"]), mean)
 
 
 @pytest.mark.parametrize(

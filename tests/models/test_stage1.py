@@ -34,6 +34,17 @@ def tiny_model(**kwargs: Any) -> Stage1GAN:
     return Stage1GAN(**{**defaults, **kwargs})
 
 
+def assert_reloads_the_same(model: Stage1GAN, text: Tensor, tmp_path: Path) -> None:
+    """An untrained model saved and loaded with ``load_from_checkpoint`` alone draws the same images."""
+    path = tmp_path / "m.ckpt"
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    loaded = Stage1GAN.load_from_checkpoint(path)
+    z = torch.randn(len(text), model.hparams.z_dim)
+    assert torch.equal(loaded.generate(text, z), model.generate(text, z))
+
+
 def batch_of(n: int, size: int = 16, seed: int = 0, shape: Tensor | None = None) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     shape = torch.randint(0, 2, (n,), generator=g) if shape is None else shape
@@ -395,13 +406,7 @@ def test_text_code_joins_the_vae_code_and_survives_reload(tmp_path: Path) -> Non
     assert embedding.shape == (BATCH, EMBED_DIM + latent)
     mu, _ = model.text_encoder.vae.encode(batch["text"])
     assert torch.equal(embedding[:, -latent:], mu)
-    path = tmp_path / "m.ckpt"
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    loaded = Stage1GAN.load_from_checkpoint(path)
-    z = torch.randn(BATCH, 8)
-    assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
+    assert_reloads_the_same(model, batch["text"], tmp_path)
 
 
 def test_text_parts_choose_what_g_and_d_read_and_survive_reload(tmp_path: Path) -> None:
@@ -411,13 +416,7 @@ def test_text_parts_choose_what_g_and_d_read_and_survive_reload(tmp_path: Path) 
     batch = batch_of(BATCH)
     assert torch.equal(model.embed_text(batch["text"]), model.text_encoder(batch["text"], parts=["word_mean"]))
     assert model.generator.ca.fc.in_features == WORD_DIM
-    path = tmp_path / "m.ckpt"
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    loaded = Stage1GAN.load_from_checkpoint(path)
-    z = torch.randn(BATCH, 8)
-    assert torch.equal(loaded.generate(batch["text"], z), model.generate(batch["text"], z))
+    assert_reloads_the_same(model, batch["text"], tmp_path)
     with pytest.raises(
         T2VError, match="model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean"
     ):

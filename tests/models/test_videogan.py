@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from t2v.errors import T2VError
-from t2v.models.videogan import VideoGAN, warp_frames
+from t2v.models.videogan import VideoGAN, border_colour, warp_frames
 
 # The frozen text encoder stays in eval mode on purpose; Lightning warns about that at fit start.
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*module\(s\) in eval mode.*")
@@ -389,8 +389,6 @@ def test_a_rigid_flow_moves_the_whole_frame_alike_and_needs_warp() -> None:
     assert torch.equal(flow, flow[..., :1, :1].expand_as(flow))
     assert (flow[:, :, 1:] - flow[:, :, :-1]).abs().max() > 0
     # The frame's border colour comes in from outside, not the border pixels' replicas.
-    from t2v.models.videogan import border_colour
-
     out = model.generator(image)
     filled = warp_frames(image, out["flow"], border_colour(image))
     assert not torch.allclose(filled, warp_frames(image, out["flow"]), atol=1e-3)  # the flow reaches outside
@@ -400,8 +398,6 @@ def test_a_rigid_flow_moves_the_whole_frame_alike_and_needs_warp() -> None:
 
 
 def test_a_warp_with_a_fill_colour_brings_that_colour_in_from_outside() -> None:
-    from t2v.models.videogan import border_colour
-
     image = torch.full((1, 3, 8, 8), -0.8)
     image[:, :, 2:5, 0:3] = 1.0  # an object touching the left edge
     assert torch.allclose(border_colour(image), torch.full((1, 3), -0.8))
