@@ -6,11 +6,11 @@ from omegaconf import DictConfig
 import t2v  # noqa: F401  (registers the config resolvers)
 
 
-@hydra.main(version_base="1.3", config_path="conf/generate", config_name="generate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
     # Imported here so `--help` and `--cfg job` answer without loading torch.
-    from t2v.cli import run_reporting_errors
     from t2v.cli.generate import generate
+    from t2v.errors import run_reporting_errors
 
     run_reporting_errors(generate, cfg)
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 
 import t2v  # noqa: E402,F401  (config resolvers)
-from t2v.cli.train import build_model  # noqa: E402
+from t2v.pipeline.stage import build_model  # noqa: E402
 
 SIZES = {"quickstart": "experiment=quickstart", "full": "experiment=paper"}
 STAGES = ("vae", "siamese", "stage1", "videogan")
@@ -67,13 +67,11 @@ class Timer(pl.Callback):
 
 def upstream_for(cfg) -> dict:
     """Upstream manifests with the architectures the config implies (weights are not needed here)."""
-    text = cfg.text
+    text = cfg.featurizer
     vae = {"word_dim": text.dim, "max_words": text.max_words, "hidden_dims": [1200], "latent_dim": 500}
-    encoder = {"vae": vae, "embed_dim": 512, "hidden_dim": 500, "dropout": 0.5, "final_relu": True}
-    image = {"widths": [32, 64, 128, 256], "hidden_dim": 500, "embed_dim": 512, "dropout": 0.5, "final_relu": True}
-    objective = {"kind": "contrastive", "margin": 1.0, "temperature": 0.1}
-    siamese = {"text_encoder": encoder, "image_encoder": image, "objective": objective}
-    return {"vae": {"hparams": vae}, "siamese": siamese}
+    # With the word mean, so that every text part a preset may read exists.
+    encoder = {"vae": vae, "embed_dim": 512, "hidden_dim": 500, "dropout": 0.5, "final_relu": True, "word_mean": True}
+    return {"vae": {"hparams": vae}, "siamese": {"text_encoder": encoder}}
 
 
 def measure(stage: str, size: str, steps: int, batch_size: int) -> tuple[float, int]:
@@ -85,7 +83,8 @@ def measure(stage: str, size: str, steps: int, batch_size: int) -> tuple[float, 
     HydraConfig.instance().set_config(cfg)
     upstream = upstream_for(cfg)
     model = build_model(cfg, {}) if stage == "vae" else _model_with(cfg, upstream)
-    data = Synthetic(batch_size * (steps + 2), cfg.data.frames, cfg.data.size, cfg.text.dim * cfg.text.max_words)
+    text_dim = cfg.featurizer.dim * cfg.featurizer.max_words
+    data = Synthetic(batch_size * (steps + 2), cfg.data.frames, cfg.data.size, text_dim)
     timer = Timer(warmup=2)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],

@@ -1,9 +1,38 @@
-"""The one exception type t2v raises for bad user input.
+"""The one exception type t2v raises for bad user input, and how every entry point reports it.
 
 Entry points catch it and print its message on one line instead of a traceback, so every
 message must name the offending thing and say how to fix it.
 """
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 
 class T2VError(Exception):
     """A problem with the user's input, config or files, with a one-line fix in its message."""
+
+
+def user_error(error: BaseException | None) -> T2VError | None:
+    """The T2VError behind an exception, if any: Hydra's instantiate wraps what constructors raise."""
+    while error is not None:
+        if isinstance(error, T2VError):
+            return error
+        error = error.__cause__
+    return None
+
+
+def run_reporting_errors(task: Callable[..., T], *args: Any) -> T:
+    """Run an entry point's task; bad user input becomes one line on stderr and exit status 2."""
+    try:
+        return task(*args)
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"t2v: error: {cause}", file=sys.stderr)
+        sys.exit(2)

@@ -14,7 +14,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 
 def wandb_api_key_configured() -> bool:
@@ -67,11 +67,27 @@ def wandb_logger(
     return WandbLogger(offline=offline, save_dir=save_dir, group=group, **kwargs)
 
 
-def define_gan_metrics(logger: WandbLogger) -> None:
+def define_gan_metrics(loggers: list[Logger]) -> None:
     """Plot every W&B curve of a GAN stage against ``train/gan_step`` (generator updates).
 
     Lightning's WandbLogger defines the glob ``*`` with ``trainer/global_step`` as its x-axis; this
     redefines the same glob (W&B keeps one definition per glob, so the last one counts)."""
-    run = logger.experiment
-    run.define_metric("train/gan_step")
-    run.define_metric("*", step_metric="train/gan_step", step_sync=True)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.define_metric("train/gan_step")
+            logger.experiment.define_metric("*", step_metric="train/gan_step", step_sync=True)
+
+
+def wandb_run_dir(loggers: list[Logger]) -> str | None:
+    """The local folder of the W&B run (what `wandb sync` takes), if W&B is on."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return str(Path(logger.experiment.dir).parent)
+    return None
+
+
+def close_loggers(loggers: list[Logger]) -> None:
+    """Finish the W&B run, so the next job of a sweep starts a fresh one."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()

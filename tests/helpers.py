@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 # Small networks and data so a whole stage trains in seconds on 2 CPU cores.
-TINY_VAE = ["model.hidden_dims=[64]", "model.latent_dim=16", "text.max_words=12", "text.dim=32"]
+TINY_VAE = ["model.hidden_dims=[64]", "model.latent_dim=16", "featurizer.max_words=12", "featurizer.dim=32"]
 
 
 def run_entry(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from helpers import CONF
 
-GROUPS = ("stage", "model", "data", "text", "trainer", "logger", "callbacks", "paths", "experiment", "debug")
+GROUPS = ("stage", "model", "data", "featurizer", "trainer", "logger", "callbacks", "paths", "experiment", "debug")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -27,21 +27,21 @@ PRESETS = sorted((p.parent.name, p.stem) for p in (CONF / "stage_preset").glob("
 def test_experiment_presets_apply_per_stage(compose_train, experiment: str, stage: str) -> None:
     preset = OmegaConf.load(CONF / "stage_preset" / experiment / f"{stage}.yaml")
     cfg = compose_train(f"experiment={experiment}", f"stage={stage}")
-    for key, value in preset.get("model", {}).items():
-        assert cfg.model[key] == value, key
+    set_here = OmegaConf.to_container(preset.get("model") or OmegaConf.create())
+    assert OmegaConf.merge(cfg.model, set_here) == cfg.model  # every model key the preset sets is in force
     # Another stage does not see it.
     other = compose_train(f"experiment={experiment}", "stage=pipeline")
     assert other.stage.name == "pipeline"
 
 
 def test_videogan_needs_siamese_only_when_text_conditioned(compose_train) -> None:
-    assert compose_train("stage=videogan", "model.text_conditioning=true").stage.upstream.siamese == "latest"
-    assert compose_train("stage=videogan", "model.text_conditioning=false").stage.upstream.siamese is None
+    assert compose_train("stage=videogan", "model.text.parts=[embedding]").stage.upstream.siamese == "latest"
+    assert compose_train("stage=videogan", "model.text.parts=[]").stage.upstream.siamese is None
 
 
 @pytest.mark.parametrize("option", ["csv", "tensorboard", "none", "wandb"])
 def test_logger_options_instantiate(compose_train, option: str, tmp_path) -> None:
-    from t2v.cli.train import instantiate_group
+    from t2v.config import instantiate_group
 
     cfg = compose_train(f"logger={option}")
     loggers = instantiate_group(cfg.logger)

@@ -1,4 +1,4 @@
-"""train(cfg) in-process: reproducibility, resuming, metrics.json, artifacts and the error paths."""
+"""train_stage(cfg) in-process: reproducibility, resuming, metrics.json, artifacts and the error paths."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from t2v.cli.train import train
 from t2v.errors import T2VError
 from t2v.pipeline import artifacts
+from t2v.pipeline.stage import train_stage
 
 from helpers import TINY_VAE
 
@@ -25,16 +25,16 @@ def csv_column(run_dir: Path, column: str) -> list[float]:
 def test_same_seed_same_losses(compose_train, tmp_path: Path) -> None:
     losses = []
     for name in ("a", "b"):
-        train(compose_train(*FAST, "seed=7", run_dir=name))
+        train_stage(compose_train(*FAST, "seed=7", run_dir=name))
         losses.append(csv_column(tmp_path / name, "train/loss"))
     assert len(losses[0]) >= 4
     assert losses[0] == losses[1]
-    train(compose_train(*FAST, "seed=8", run_dir="c"))
+    train_stage(compose_train(*FAST, "seed=8", run_dir="c"))
     assert csv_column(tmp_path / "c", "train/loss") != losses[0]
 
 
 def test_metrics_json_and_artifact(compose_train, tmp_path: Path) -> None:
-    summary = train(compose_train(*FAST))
+    summary = train_stage(compose_train(*FAST))
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["stage"] == "vae" and written["seed"] == 42 and written["run_time_s"] > 0
     assert written["best"]["val/elbo"] == min(row["val/elbo"] for row in written["history"])
@@ -50,9 +50,9 @@ def test_metrics_json_and_artifact(compose_train, tmp_path: Path) -> None:
 
 
 def test_resume_from_checkpoint(compose_train, tmp_path: Path) -> None:
-    first = train(compose_train(*FAST, run_dir="first"))
+    first = train_stage(compose_train(*FAST, run_dir="first"))
     assert first["epochs"] == 2
-    resumed = train(
+    resumed = train_stage(
         compose_train(*FAST, "trainer.max_epochs=3", f"ckpt_path={first['checkpoints']['last']}", run_dir="resumed")
     )
     assert resumed["epochs"] == 3
@@ -61,16 +61,16 @@ def test_resume_from_checkpoint(compose_train, tmp_path: Path) -> None:
 
 def test_missing_checkpoint_is_a_clear_error(compose_train) -> None:
     with pytest.raises(T2VError, match=r"ckpt_path=/nope/last.ckpt does not exist"):
-        train(compose_train(*FAST, "ckpt_path=/nope/last.ckpt"))
+        train_stage(compose_train(*FAST, "ckpt_path=/nope/last.ckpt"))
 
 
 def test_runs_with_no_logger_and_default_callbacks(compose_train, tmp_path: Path) -> None:
-    summary = train(compose_train("debug=limit", "logger=none", "callbacks=default", *TINY_VAE))
+    summary = train_stage(compose_train("debug=limit", "logger=none", "callbacks=default", *TINY_VAE))
     assert summary["wandb_run"] is None and (tmp_path / "run" / "metrics.json").is_file()
 
 
 def test_progress_bar_can_be_switched_off(compose_train, tmp_path: Path) -> None:
     # callbacks=default has a RichProgressBar, which Lightning refuses beside enable_progress_bar=false.
     no_bar = "trainer.enable_progress_bar=false"
-    train(compose_train("debug=limit", "logger=none", "callbacks=default", no_bar, *TINY_VAE))
+    train_stage(compose_train("debug=limit", "logger=none", "callbacks=default", no_bar, *TINY_VAE))
     assert (tmp_path / "run" / "metrics.json").is_file()

@@ -11,9 +11,11 @@ samples show the same inputs as training goes on.
   input frame | video | foreground | background | mask: ``<dirpath>/step<N>.gif``, and
   ``samples/video`` on W&B; plus ``<dirpath>/step<N>.png`` with every frame of each video, captioned.
 
-Files are written whatever the logger; W&B gets ``wandb.Image``/``wandb.Video`` (only inside the
-W&B path), TensorBoard the PNG as an image. Runs on rank 0 only, in eval mode with no gradients
-(``generate`` of the model), at the end of training too. Does nothing for non-GAN stages.
+What is sampled is the stage's business (``sampling_inputs`` and ``sample``, the GAN base's contract): the
+callback makes the inputs once, and writes a clip grid when a sample is a ``video`` and an image grid when it is
+an ``image``. Files are written whatever the logger; W&B gets ``wandb.Image``/``wandb.Video`` (only inside the
+W&B path), TensorBoard the PNG as an image. Runs on rank 0 only, in eval mode with no gradients, at the end of
+training too. Does nothing for non-GAN stages.
 """
 
 from __future__ import annotations
@@ -118,11 +120,10 @@ class GanSamples(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.active = stage == "fit" and isinstance(pl_module, AdversarialModule) and not trainer.fast_dev_run
-        self.active = self.active and hasattr(pl_module, "generate")
 
     # -- the fixed inputs -----------------------------------------------------------------------
-    def fixed_inputs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """Captions, text features, first frames and noise, made once and kept for the whole run."""
+    def fixed_inputs(self, trainer: pl.Trainer, pl_module: AdversarialModule) -> dict[str, Any]:
+        """The captions and the stage's sampling inputs (text, first frames, noise), made once for the whole run."""
         if self.inputs is not None:
             return self.inputs
         datamodule = trainer.datamodule
@@ -130,10 +131,8 @@ class GanSamples(pl.Callback):
         dataset = datasets.get(self.split)
         if dataset is None or len(dataset) == 0:
             dataset = datamodule.train_dataloader().dataset
-        items = [dataset[i % len(dataset)] for i in range(self.num_captions)]
-        batch = default_collate(items)
+        batch = default_collate([dataset[i % len(dataset)] for i in range(self.num_captions)])
         captions = list(batch["caption"])
-        text = batch["text"]
         if self.captions:
             featurizer = datamodule.featurizer
             for caption in self.captions:
@@ -142,20 +141,11 @@ class GanSamples(pl.Callback):
                         f"callbacks.gan_samples.captions: no word of {caption!r} is in the trained vocabulary; "
                         "use words from the training captions"
                     )
-            features, _ = featurizer.transform(self.captions)
-            captions, text = list(self.captions), torch.from_numpy(features)
+            captions, batch["text"] = list(self.captions), torch.from_numpy(featurizer.transform(self.captions)[0])
         k = self.num_per_caption
-        generator = torch.Generator().manual_seed(self.seed)
-        noise_dim = pl_module.hparams.get("z_dim") or pl_module.hparams.get("noise_dim") or 0
-        noise = torch.randn(len(captions) * k, noise_dim, generator=generator) if noise_dim else None
-        video = batch.get("video")
-        first = video[:, :, 0] if isinstance(video, Tensor) else None
-        self.inputs = {
-            "captions": [c for c in captions for _ in range(k)],
-            "text": text.float().repeat_interleave(k, dim=0),
-            "first": first.repeat_interleave(k, dim=0) if first is not None else None,
-            "noise": noise,
-        }
+        rows = {key: batch[key].repeat_interleave(k, dim=0) for key in ("text", "video") if key in batch}
+        noise = torch.Generator().manual_seed(self.seed)
+        self.inputs = {"captions": [c for c in captions for _ in range(k)], **pl_module.sampling_inputs(rows, noise)}
         return self.inputs
 
     # -- Lightning hooks ------------------------------------------------------------------------
@@ -169,24 +159,19 @@ class GanSamples(pl.Callback):
         if self.active and int(pl_module.gan_step) != self.last_step:
             self.sample(trainer, pl_module)
 
-    def sample(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def sample(self, trainer: pl.Trainer, pl_module: AdversarialModule) -> None:
         step = int(pl_module.gan_step)
         self.last_step = step
         if not trainer.is_global_zero:
             return
-        inputs = self.fixed_inputs(trainer, pl_module)
-        device = pl_module.device
-        text = inputs["text"].to(device)
-        noise = inputs["noise"].to(device) if inputs["noise"] is not None else None
+        fixed = self.fixed_inputs(trainer, pl_module)
+        inputs = {k: v.to(pl_module.device) for k, v in fixed.items() if isinstance(v, Tensor)}
         with torch.no_grad():
-            if inputs["first"] is not None and _takes_first_frame(pl_module):
-                out = pl_module.generate(
-                    inputs["first"].to(device), text if _text_conditioned(pl_module) else None, noise
-                )
-                self.write_video(trainer, step, inputs, out)
-            else:
-                images = pl_module.generate(text, noise)
-                self.write_images(trainer, step, inputs, images)
+            out = pl_module.sample(inputs)
+        if "video" in out:
+            self.write_video(trainer, step, fixed["captions"], out)
+        else:
+            self.write_images(trainer, step, fixed["captions"], out["image"])
 
     # -- writing --------------------------------------------------------------------------------
     def rows(self, per_sample: list[np.ndarray]) -> list[np.ndarray]:
@@ -194,19 +179,19 @@ class GanSamples(pl.Callback):
         k = self.num_per_caption
         return [hstack(per_sample[i : i + k]) for i in range(0, len(per_sample), k)]
 
-    def write_images(self, trainer: pl.Trainer, step: int, inputs: dict[str, Any], images: Tensor) -> None:
-        captions = inputs["captions"][:: self.num_per_caption]
-        png = captioned_grid(self.rows(list(to_uint8(images))), captions, self.dirpath / f"step{step:06d}.png")
+    def write_images(self, trainer: pl.Trainer, step: int, captions: list[str], images: Tensor) -> None:
+        titles = captions[:: self.num_per_caption]
+        png = captioned_grid(self.rows(list(to_uint8(images))), titles, self.dirpath / f"step{step:06d}.png")
         self.written.append(png)
         caption = f"step {step}: one row per caption, {self.num_per_caption} noise vectors each"
         self.log_media(trainer, step, {"samples/images": ("image", png, caption)})
 
-    def write_video(self, trainer: pl.Trainer, step: int, inputs: dict[str, Any], out: dict[str, Tensor]) -> None:
+    def write_video(self, trainer: pl.Trainer, step: int, captions: list[str], out: dict[str, Tensor]) -> None:
         frames = out["video"].shape[2]
         clips = []
         for i in range(len(out["video"])):
             panels = {
-                "input": held(inputs["first"][i], frames),
+                "input": held(out["input"][i], frames),
                 "video": to_uint8(out["video"][i].transpose(0, 1)),
                 "foreground": to_uint8(out["foreground"][i].transpose(0, 1)),
                 "background": held(out["background"][i], frames),
@@ -217,9 +202,9 @@ class GanSamples(pl.Callback):
         gif = self.dirpath / f"step{step:06d}.gif"
         iio.imwrite(gif, vstack(clips), duration=1000 / self.fps, loop=0)  # GIF duration is in milliseconds
         strips = [hstack(list(to_uint8(video.transpose(0, 1))), gap=1) for video in out["video"]]
-        png = captioned_grid(strips, inputs["captions"], self.dirpath / f"step{step:06d}.png")
+        png = captioned_grid(strips, captions, self.dirpath / f"step{step:06d}.png")
         self.written += [gif, png]
-        rows = "; ".join(f"{i + 1}: {c}" for i, c in enumerate(inputs["captions"]))
+        rows = "; ".join(f"{i + 1}: {c}" for i, c in enumerate(captions))
         caption = f"step {step}, columns {' | '.join(PANELS)}; rows {rows}"
         self.log_media(
             trainer, step, {"samples/video": ("video", gif, caption), "samples/frames": ("image", png, None)}
@@ -239,14 +224,3 @@ class GanSamples(pl.Callback):
                 for key, (kind, path, _) in media.items():
                     if kind == "image":
                         logger.experiment.add_image(key, iio.imread(path)[..., :3], step, dataformats="HWC")
-
-
-def _takes_first_frame(module: pl.LightningModule) -> bool:
-    """The video GAN's generate takes first frames; stage-I's takes text."""
-    from t2v.models.videogan import VideoGAN
-
-    return isinstance(module, VideoGAN)
-
-
-def _text_conditioned(module: pl.LightningModule) -> bool:
-    return bool(module.hparams.get("text_conditioning", False))

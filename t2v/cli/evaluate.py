@@ -16,33 +16,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from t2v.config import instantiate_group
 from t2v.data.shapes import CaptionedShapes
 from t2v.errors import T2VError
-from t2v.eval import probe as probes
 from t2v.eval import report
 from t2v.eval.fidelity import Retrieval, score
+from t2v.eval.probe import obtain_probe
 from t2v.pipeline import artifacts
 from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo
+from t2v.pipeline.stage import command_to_make, shared_overrides
 
-# Command-line groups that decide the data (the same ones train.py forwards to upstream stages).
+# Command-line groups that decide the data (evaluate.py takes no featurizer and no paths of the data).
 DATA_OVERRIDES = ("data", "experiment", "debug")
 SHAPES_TARGET = "t2v.data.datamodule.ShapesDataModule"
 
 
-def command_line() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside a Hydra app
-        return []
-
-
-def shared_overrides(groups: tuple[str, ...] = (*DATA_OVERRIDES, "paths")) -> list[str]:
-    return [o for o in command_line() if o.lstrip("+~").split("=")[0].split(".")[0] in groups]
-
-
 def train_command() -> str:
     """The command that trains the chain this evaluation asked for."""
-    return " ".join(["python train.py stage=pipeline", *shared_overrides()])
+    return command_to_make("pipeline")
 
 
 # -- the generators ---------------------------------------------------------------------------------------
@@ -117,72 +108,6 @@ def evaluation_data(cfg: DictConfig, videogan: dict[str, Any], console: Console)
     return shapes
 
 
-# -- the probe ----------------------------------------------------------------------------------------------
-
-
-def probe_settings(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg.probe, resolve=True)
-
-
-def cached_record(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """What the evaluation records about a probe it loaded (its training clips end where ``extra_clips`` says)."""
-    extra = (manifest.get("settings") or {}).get("extra_clips", 0)
-    return {"artifact": str(folder), "cached": True, "extra_clips": extra, **(manifest.get("training") or {})}
-
-
-def obtain_probe(
-    cfg: DictConfig, shapes: CaptionedShapes, output_dir: Path, console: Console
-) -> tuple[probes.AttributeProbe, dict[str, Any]]:
-    """The pinned probe (checked against the data), the cached one for this data, or a newly trained one."""
-    settings = probe_settings(cfg)
-    fingerprint = shapes.fingerprint()
-    where = settings["artifact"]
-    if where not in (None, "auto"):
-        folder = artifacts.find(settings["artifacts_dir"], probes.PROBE_STAGE, where)
-        if folder is None or artifacts.read_manifest(folder).get("stage") != probes.PROBE_STAGE:
-            raise T2VError(
-                f"probe.artifact={where} is not a probe artifact; pass a probe folder or probe.artifact=auto"
-            )
-        probe, manifest = probes.load_probe(folder)
-        dims = manifest.get("dims") or {}
-        if manifest.get("data_fingerprint") != fingerprint or (dims.get("frames"), dims.get("size")) != (
-            shapes.frames,
-            shapes.size,
-        ):
-            raise T2VError(
-                f"the probe {folder} was trained on other data (fingerprint {manifest.get('data_fingerprint')}, "
-                f"{dims.get('frames')} frames of {dims.get('size')}px) than the generators' (fingerprint "
-                f"{fingerprint}, {shapes.frames} frames of {shapes.size}px); use probe.artifact=auto to train one"
-            )
-        return probe, cached_record(folder, manifest)
-
-    key = probes.settings_key(settings)
-    folder = probes.find_cached(settings["artifacts_dir"], fingerprint, key)
-    if folder is not None:
-        probe, manifest = probes.load_probe(folder)
-        console.print(f"  probe        cached: {folder}")
-        return probe, cached_record(folder, manifest)
-
-    console.print(f"  probe        none cached for data {fingerprint}; training one ({settings['max_steps']} steps)")
-    work_dir = output_dir / "probe"
-    probe, training = probes.train_probe(
-        shapes, settings, work_dir, accelerator=settings["accelerator"], progress=bool(cfg.progress)
-    )
-    manifest = {
-        "run_dir": str(output_dir),
-        "data_fingerprint": fingerprint,
-        "data": shapes.settings(),
-        "settings_key": key,
-        "settings": settings,
-        "dims": {"frames": shapes.frames, "size": shapes.size},
-        "vocab": shapes.vocab,
-        "training": training,
-    }
-    folder = artifacts.publish(settings["artifacts_dir"], probes.PROBE_STAGE, training["checkpoint"], manifest)
-    console.print(f"  probe        trained in {training['train_time_s']:.0f}s, cached as {folder}")
-    return probe, {"artifact": str(folder), "cached": False, "extra_clips": settings["extra_clips"], **training}
-
-
 # -- retrieval ----------------------------------------------------------------------------------------------
 
 
@@ -222,8 +147,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the chain in ``paths.artifacts_dir``; returns the summary also written to ``metrics.json``."""
     import pytorch_lightning as pl
 
-    from t2v.cli.train import instantiate_group
-
     started = time.time()
     console = Console()
     if cfg.num_samples < 1:
@@ -238,7 +161,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     shapes = evaluation_data(cfg, manifests["videogan"], console)
     chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir, {n: manifests[n]["folder"] for n in GENERATOR_STAGES})
     retrieval, siamese = build_retrieval(cfg, chain, manifests["stage1"])
-    probe, probe_info = obtain_probe(cfg, shapes, output_dir, console)
+    settings = OmegaConf.to_container(cfg.probe, resolve=True)
+    probe, probe_info = obtain_probe(settings, shapes, output_dir, console.print, progress=bool(cfg.progress))
 
     pl.seed_everything(cfg.seed, verbose=False)
     test = shapes.split_indices("test")

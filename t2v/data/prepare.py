@@ -171,7 +171,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    from t2v.cli import run_reporting_errors
+    from t2v.errors import run_reporting_errors
 
     run_reporting_errors(run, cfg)
 

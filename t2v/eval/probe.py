@@ -366,3 +366,64 @@ def load_probe(folder: str | Path) -> tuple[AttributeProbe, dict[str, Any]]:
     manifest = artifacts.read_manifest(folder)
     probe = AttributeProbe.load_from_checkpoint(manifest["checkpoint"], map_location="cpu").eval()
     return probe, manifest
+
+
+# -- the probe the evaluation uses ---------------------------------------------------------------------------
+def cached_record(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What an evaluation records about a probe it loaded (its training clips end where ``extra_clips`` says)."""
+    extra = (manifest.get("settings") or {}).get("extra_clips", 0)
+    return {"artifact": str(folder), "cached": True, "extra_clips": extra, **(manifest.get("training") or {})}
+
+
+def pinned_probe(settings: Mapping[str, Any], shapes: CaptionedShapes) -> tuple[AttributeProbe, dict[str, Any]]:
+    """The probe ``probe.artifact`` names, refused when it was trained on other data than ``shapes``."""
+    where = settings["artifact"]
+    folder = artifacts.find(settings["artifacts_dir"], PROBE_STAGE, where)
+    if folder is None or artifacts.read_manifest(folder).get("stage") != PROBE_STAGE:
+        raise T2VError(f"probe.artifact={where} is not a probe artifact; pass a probe folder or probe.artifact=auto")
+    probe, manifest = load_probe(folder)
+    dims = manifest.get("dims") or {}
+    fingerprint = shapes.fingerprint()
+    if manifest.get("data_fingerprint") != fingerprint or (dims.get("frames"), dims.get("size")) != (
+        shapes.frames,
+        shapes.size,
+    ):
+        raise T2VError(
+            f"the probe {folder} was trained on other data (fingerprint {manifest.get('data_fingerprint')}, "
+            f"{dims.get('frames')} frames of {dims.get('size')}px) than the generators' (fingerprint "
+            f"{fingerprint}, {shapes.frames} frames of {shapes.size}px); use probe.artifact=auto to train one"
+        )
+    return probe, cached_record(folder, manifest)
+
+
+def obtain_probe(
+    settings: Mapping[str, Any], shapes: CaptionedShapes, work_dir: Path, log: Any = print, progress: bool = True
+) -> tuple[AttributeProbe, dict[str, Any]]:
+    """The probe for ``shapes``: the pinned one (``probe.artifact``), the cached one for this data and these
+    settings, or one trained now and published to the registry as ``<probe.artifacts_dir>/probe/<id>/``."""
+    if settings["artifact"] not in (None, "auto"):
+        return pinned_probe(settings, shapes)
+    fingerprint, key = shapes.fingerprint(), settings_key(settings)
+    folder = find_cached(settings["artifacts_dir"], fingerprint, key)
+    if folder is not None:
+        probe, manifest = load_probe(folder)
+        log(f"  probe        cached: {folder}")
+        return probe, cached_record(folder, manifest)
+
+    log(f"  probe        none cached for data {fingerprint}; training one ({settings['max_steps']} steps)")
+    probe, training = train_probe(
+        shapes, settings, work_dir / "probe", accelerator=settings["accelerator"], progress=progress
+    )
+    manifest = {
+        "run_dir": str(work_dir),
+        "data_fingerprint": fingerprint,
+        "data": shapes.settings(),
+        "settings_key": key,
+        "settings": dict(settings),
+        "dims": {"frames": shapes.frames, "size": shapes.size},
+        "vocab": shapes.vocab,
+        "training": training,
+    }
+    folder = artifacts.publish(settings["artifacts_dir"], PROBE_STAGE, training["checkpoint"], manifest)
+    log(f"  probe        trained in {training['train_time_s']:.0f}s, cached as {folder}")
+    return probe, {"artifact": str(folder), "cached": False, "extra_clips": settings["extra_clips"], **training}

@@ -1,10 +1,11 @@
 """The adversarial base shared by the two GAN stages (`stage1`, `videogan`).
 
-A subclass builds ``self.generator`` and ``self.discriminator`` and says what the losses are
-(:meth:`discriminator_terms`, :meth:`generator_terms`); this class runs the loop with Lightning's
-manual optimization:
+A subclass builds ``self.generator`` and ``self.discriminator``, says what the losses are
+(:meth:`discriminator_terms`, :meth:`generator_terms`) and how to sample (:meth:`sampling_inputs`,
+:meth:`sample`); this class runs the loop with Lightning's manual optimization, from two option groups that
+both GANs share, ``model.optim`` (:class:`Optim`) and ``model.ema`` (:class:`Ema`):
 
-- ``d_steps`` discriminator updates per generator update, each on the same batch;
+- ``optim.d_steps`` discriminator updates per generator update, each on the same batch;
 - logits-based losses (``bce`` = BCE-with-logits, or ``hinge``), safe under mixed precision
   because nothing passes through a sigmoid before the loss;
 - gradient-norm clipping through Lightning (so AMP gradients are unscaled first);
@@ -25,25 +26,68 @@ touches G's parameters and vice versa.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from t2v.errors import T2VError
+from t2v.models.settings import at_least, one_of, settings
+from t2v.models.stage import StageModule
 
 GAN_LOSSES = ("bce", "hinge")
+# An option group as the config gives it (``model.generator``, ...): a mapping, or None for every default.
+Group = dict[str, Any] | None
+
+
+@dataclass
+class Losses:
+    """``model.losses``: the adversarial loss; each GAN adds the weights of its other terms."""
+
+    gan: str = "bce"  # bce (BCE with logits) | hinge
+
+    def __post_init__(self) -> None:
+        one_of("losses", "gan", self.gan, GAN_LOSSES)
+
+
+@dataclass
+class Optim:
+    """``model.optim``: Adam for G and for D (DCGAN/StackGAN: 2e-4, betas (0.5, 0.999))."""
+
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    d_steps: int = 1  # D updates per G update, each on the same batch
+    clip_grad_norm: float | None = None  # each network's gradient norm is clipped to this; None: no clipping
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        at_least("optim", 1, d_steps=self.d_steps)
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) <= 0:
+                raise T2VError(f"model.optim.{name}={getattr(self, name)} must be positive (published: 2e-4)")
+
+
+@dataclass
+class Ema:
+    """``model.ema``: an exponential moving average of G's weights, used for sampling (decay 0: none)."""
+
+    decay: float = 0.0
+    start: int = 0  # the G update from which the average follows G
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.decay < 1:
+            raise T2VError(f"model.ema.decay={self.decay} must be in [0, 1); 0 switches the EMA generator off")
 
 
 class GanLoss:
     """The three adversarial terms, from discriminator logits."""
 
     def __init__(self, kind: str = "bce") -> None:
-        if kind not in GAN_LOSSES:
-            raise ValueError(f"model.gan_loss={kind!r} is unknown; use one of {GAN_LOSSES}")
+        one_of("losses", "gan", kind, GAN_LOSSES)
         self.kind = kind
 
     def real(self, logits: Tensor) -> Tensor:
@@ -75,35 +119,6 @@ def downsampling_levels(size: int) -> int:
     return size.bit_length() - 3  # log2(size) - log2(4)
 
 
-def same_meaning(keys: Tensor) -> Tensor:
-    """(B, B) bool: whether captions i and j say the same thing (equal rows of ``keys``, which is (B, K))."""
-    return (keys[:, None, :] == keys[None, :, :]).all(-1)
-
-
-def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """For each row i, an index j whose key differs from key i ("wrong" captions for a matching-aware D).
-
-    ``keys`` is (B, K): anything that identifies what a caption says (attribute labels, or the text
-    features). Starts from a random derangement and fixes remaining clashes by trying other rows;
-    a row whose key every other row shares gets a plain different row (nothing better exists).
-    """
-    b = keys.shape[0]
-    if b < 2:
-        return torch.zeros(b, dtype=torch.long, device=keys.device)
-    keys = keys.reshape(b, -1)
-    shift = torch.randint(1, b, (1,), generator=generator).item()
-    order = torch.randperm(b, generator=generator).to(keys.device)
-    choice = torch.empty(b, dtype=torch.long, device=keys.device)
-    choice[order] = order.roll(-int(shift))  # a derangement: nobody is paired with themselves
-    same = same_meaning(keys)
-    clash = same[torch.arange(b, device=keys.device), choice]
-    for i in torch.nonzero(clash).flatten().tolist():
-        candidates = torch.nonzero(~same[i]).flatten()
-        if len(candidates):
-            choice[i] = candidates[torch.randint(len(candidates), (1,), generator=generator).item()]
-    return choice
-
-
 def grad_norm(parameters: list[nn.Parameter]) -> Tensor:
     """The total L2 norm of the gradients of ``parameters`` (0 when none has a gradient)."""
     norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
@@ -132,34 +147,31 @@ def probability(logits: Tensor) -> Tensor:
     return torch.sigmoid(logits.detach().float()).mean()
 
 
-class AdversarialModule(pl.LightningModule):
+class AdversarialModule(StageModule):
     """Manual-optimization GAN loop. Subclasses set ``generator`` and ``discriminator``."""
 
     generator: nn.Module
     discriminator: nn.Module
 
     def __init__(
-        self,
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
-        d_steps: int = 1,
-        gan_loss: str = "bce",
-        clip_grad_norm: float | None = None,
-        ema_decay: float = 0.0,
-        ema_start: int = 0,
+        self, losses: Losses | None = None, width: float = 1.0, optim: Group = None, ema: Group = None
     ) -> None:
+        """``losses``: the subclass's ``model.losses`` (a :class:`Losses`); ``width``: the channel multiplier of
+        both networks; ``optim``, ``ema``: the shared groups."""
         super().__init__()
+        if width <= 0:
+            raise T2VError(f"model.width={width} must be positive; 1.0 is the published network, 0.125 a CPU-sized one")
         self.automatic_optimization = False
-        if d_steps < 1:
-            raise ValueError(f"model.d_steps={d_steps} must be at least 1")
-        self.gan = GanLoss(gan_loss)
+        self.losses = losses or Losses()
+        self.optim = settings(Optim, "optim", optim)
+        self.ema = settings(Ema, "ema", ema)
+        self.gan = GanLoss(self.losses.gan)
         self.register_buffer("gan_step", torch.zeros((), dtype=torch.long))
         self.generator_ema: AveragedModel | None = None
-        self.gan_settings = dict(
-            lr_g=lr_g, lr_d=lr_d, betas=tuple(betas), d_steps=d_steps, clip_grad_norm=clip_grad_norm,
-            ema_decay=ema_decay, ema_start=ema_start,
-        )  # fmt: skip
+
+    def shared_hparams(self) -> dict[str, Any]:
+        """The optimiser and EMA groups as they will be saved: every key, defaults filled in."""
+        return {"optim": {**asdict(self.optim), "betas": list(self.optim.betas)}, "ema": asdict(self.ema)}
 
     # -- what subclasses provide ------------------------------------------------------------------
     def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -168,6 +180,16 @@ class AdversarialModule(pl.LightningModule):
 
     def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Loss terms of one G update; must hold ``g_loss``."""
+        raise NotImplementedError
+
+    def sampling_inputs(self, batch: dict[str, Any], noise: torch.Generator) -> dict[str, Tensor]:
+        """Everything :meth:`sample` needs for the captions (and clips) of ``batch``, the noise drawn from ``noise``:
+        the samples callback makes them once and shows the same inputs all through training."""
+        raise NotImplementedError
+
+    def sample(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Samples for :meth:`sampling_inputs`: ``image`` (B, 3, H, W), or ``video`` (B, 3, T, H, W) with the panels
+        that show how it was made (``input``, ``foreground``, ``background``, ``mask``)."""
         raise NotImplementedError
 
     def generator_parameters(self) -> list[nn.Parameter]:
@@ -180,13 +202,12 @@ class AdversarialModule(pl.LightningModule):
     # -- the loop -------------------------------------------------------------------------------
     @property
     def optimizer_steps_per_batch(self) -> int:
-        return self.gan_settings["d_steps"] + 1
+        return self.optim.d_steps + 1
 
     def setup_ema(self) -> None:
         """Call at the end of a subclass's __init__, once ``generator`` exists."""
-        decay = self.gan_settings["ema_decay"]
-        if decay > 0:
-            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        if self.ema.decay > 0:
+            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.ema.decay))
             self.generator_ema.requires_grad_(False)
 
     @property
@@ -199,7 +220,7 @@ class AdversarialModule(pl.LightningModule):
         """Average G's weights into the EMA copy, and copy its buffers: AveragedModel averages
         parameters only, so BatchNorm running statistics would otherwise stay at their initial values
         and eval-mode samples from the EMA generator would be wrong."""
-        if self.generator_ema is None or self.gan_step < self.gan_settings["ema_start"]:
+        if self.generator_ema is None or self.gan_step < self.ema.start:
             return
         self.generator_ema.update_parameters(self.generator)
         for ema_buffer, buffer in zip(self.generator_ema.module.buffers(), self.generator.buffers(), strict=True):
@@ -225,8 +246,8 @@ class AdversarialModule(pl.LightningModule):
             scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16: gradients are still scaled
             if scaler is not None:
                 norm = norm / scaler.get_scale()
-        if self.gan_settings["clip_grad_norm"]:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gan_settings["clip_grad_norm"],
+        if self.optim.clip_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.optim.clip_grad_norm,
                                 gradient_clip_algorithm="norm")  # fmt: skip
         optimizer.step()
         return norm
@@ -235,7 +256,7 @@ class AdversarialModule(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         measure = self.health_step()
         self.toggle_optimizer(opt_d)
-        for _ in range(self.gan_settings["d_steps"]):
+        for _ in range(self.optim.d_steps):
             d_terms = self.discriminator_terms(batch)
             d_norm = self._update(opt_d, d_terms["d_loss"], measure)
         self.untoggle_optimizer(opt_d)
@@ -275,7 +296,27 @@ class AdversarialModule(pl.LightningModule):
         return len(batch["caption"])
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        s = self.gan_settings
-        opt_g = torch.optim.Adam(self.generator_parameters(), lr=s["lr_g"], betas=s["betas"])
-        opt_d = torch.optim.Adam(self.discriminator_parameters(), lr=s["lr_d"], betas=s["betas"])
+        o = self.optim
+        opt_g = torch.optim.Adam(self.generator_parameters(), lr=o.lr_g, betas=o.betas)
+        opt_d = torch.optim.Adam(self.discriminator_parameters(), lr=o.lr_d, betas=o.betas)
         return [opt_g, opt_d]
+
+
+def upgrade_shared_hparams(hparams: dict[str, Any]) -> None:
+    """The flat optimiser, EMA and loss-kind hyper-parameters of a checkpoint written before the options were
+    grouped, moved in place into ``optim``, ``ema`` and ``losses.gan`` (both GANs' older layout)."""
+    hparams["optim"] = {key: hparams.pop(key) for key in ("lr_g", "lr_d", "betas", "d_steps", "clip_grad_norm")
+                        if key in hparams}  # fmt: skip
+    hparams["ema"] = {new: hparams.pop(old) for old, new in (("ema_decay", "decay"), ("ema_start", "start"))
+                      if old in hparams}  # fmt: skip
+    hparams.setdefault("losses", {})["gan"] = hparams.pop("gan_loss", "bce")
+
+
+def upgrade_text_parts(hparams: dict[str, Any]) -> list[str]:
+    """The text parts an older checkpoint's G and D read, its ``text_parts``/``text_code`` popped in place: the named
+    parts, else the siamese embedding, followed with ``text_code`` by the code behind it (the VAE code, and the word
+    mean where the siamese stage had it)."""
+    named, with_code = hparams.pop("text_parts", None), hparams.pop("text_code", False)
+    word_mean = (hparams.get("text_encoder") or {}).get("word_mean", False)
+    code = ["vae_code", *(["word_mean"] if word_mean else [])] if with_code else []
+    return list(named) if named else ["embedding", *code]

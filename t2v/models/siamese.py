@@ -13,6 +13,7 @@ contrastive loss (margin 1); in-batch InfoNCE and a triplet loss are alternative
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from torch import Tensor, nn
 from torchmetrics.retrieval import RetrievalHitRate
 
 from t2v.errors import T2VError
-from t2v.models.gan import mismatched_indices, same_meaning
+from t2v.models.captions import caption_keys, mismatched_indices, same_meaning, without_other_matches
+from t2v.models.stage import Manifests, StageModule
 from t2v.models.upstream import freeze, load_submodule
 from t2v.models.vae import TextVAE
 
@@ -32,6 +34,27 @@ SIAMESE_LOSSES = ("contrastive", "infonce", "triplet")
 RECALL_AT = (1, 5, 10)
 # What a later stage may read of the text: the siamese embedding, the VAE code, the mean word vector.
 TEXT_PARTS = ("embedding", "vae_code", "word_mean")
+
+
+@dataclass
+class TextInput:
+    """A GAN's ``model.text``: which parts of the text it reads (``TEXT_PARTS``, in that order of your choosing),
+    and whether each part is rescaled to unit RMS per caption (``balance``): as they come, the word mean is ~40x
+    smaller than the VAE code, and a layer reading them starts out nearly deaf to it."""
+
+    parts: list[str] = field(default_factory=lambda: ["embedding"])
+    balance: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.parts, list | tuple):
+            example = self.parts if isinstance(self.parts, str) else "word_mean"
+            raise T2VError(f"model.text.parts={self.parts!r} must be a list, e.g. model.text.parts=[{example}]")
+        self.parts = list(self.parts)
+        for name in self.parts:
+            if name not in TEXT_PARTS:
+                raise T2VError(f"model.text.parts: {name!r} is unknown; pick from {list(TEXT_PARTS)}")
+        if len(set(self.parts)) < len(self.parts):
+            raise T2VError(f"model.text.parts={self.parts} names a part twice; name each once")
 
 
 def head(in_dim: int, hidden_dim: int, embed_dim: int, dropout: float, final_relu: bool) -> nn.Sequential:
@@ -84,10 +107,6 @@ class TextEncoder(nn.Module):
             {"word_mean": vae.word_dim} if self.word_mean else {}
         )
 
-    def part_names(self, with_code: bool = False) -> list[str]:
-        """The parts of the text input, in order: the embedding, then with ``with_code`` the code it came from."""
-        return list(self.part_dims())[: None if with_code else 1]
-
     def code_parts(self, features: Tensor, names: Sequence[str] = ("embedding",)) -> dict[str, Tensor]:
         """The code parts by name, in the head's input order, each computed only when ``names`` asks for it or
         for the embedding (which reads them all): reading the word mean alone needs no VAE pass."""
@@ -100,41 +119,29 @@ class TextEncoder(nn.Module):
                 code["word_mean"] = word_mean(features, self.vae.hparams.word_dim)
         return code
 
-    def forward(
-        self, features: Tensor, with_code: bool = False, balanced: bool = False, parts: Sequence[str] | None = None
-    ) -> Tensor:
-        """The embedding; with ``with_code``, followed by the code it was computed from. ``parts`` picks the
-        parts by name instead (of ``TEXT_PARTS``; ``word_mean`` needs the siamese stage's ``word_mean``).
+    def forward(self, features: Tensor, parts: Sequence[str] = ("embedding",), balanced: bool = False) -> Tensor:
+        """The named ``parts`` of the text (of ``TEXT_PARTS``), side by side; the embedding alone by default.
 
-        With ``balanced``, each part (embedding, VAE code, word mean) is rescaled to unit RMS per caption.
-        Their scales differ ~40x (word mean ~0.02, VAE code ~0.7), and a layer reading them as they are
-        starts out nearly deaf to the small ones.
+        With ``balanced``, each part is rescaled to unit RMS per caption. Their scales differ ~40x (word mean
+        ~0.02, VAE code ~0.7), and a layer reading them as they are starts out nearly deaf to the small ones.
         """
-        names = parts if parts is not None else self.part_names(with_code)
-        code = self.code_parts(features, names)
-        chosen = [self.head(torch.cat(list(code.values()), dim=-1)) if n == "embedding" else code[n] for n in names]
+        code = self.code_parts(features, parts)
+        chosen = [self.head(torch.cat(list(code.values()), dim=-1)) if n == "embedding" else code[n] for n in parts]
         if balanced:
             chosen = [unit_rms(part) for part in chosen]
         return torch.cat(chosen, dim=-1)
 
     def check_parts(self, parts: Sequence[str]) -> None:
-        """A clear one-line error for a list of text parts (``model.text_parts``) this encoder cannot give."""
-        if isinstance(parts, str) or not parts:
-            raise T2VError(f"model.text_parts={parts!r} must be a non-empty list, e.g. model.text_parts=[word_mean]")
-        for name in parts:
-            if name not in TEXT_PARTS:
-                raise T2VError(f"model.text_parts: {name!r} is unknown; pick from {list(TEXT_PARTS)}")
-            if name == "word_mean" and not self.word_mean:
-                raise T2VError(
-                    "model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean=true; "
-                    "retrain it (python train.py stage=siamese model.word_mean=true) or drop the part"
-                )
-        if len(set(parts)) < len(parts):
-            raise T2VError(f"model.text_parts={list(parts)} names a part twice; name each once")
+        """A clear one-line error for a part (``model.text.parts``) this encoder cannot give."""
+        if "word_mean" in parts and not self.word_mean:
+            raise T2VError(
+                "model.text.parts: 'word_mean' needs a siamese stage trained with model.word_mean=true; "
+                "retrain it (python train.py stage=siamese model.word_mean=true) or drop the part"
+            )
 
-    def out_dim(self, with_code: bool = False, parts: Sequence[str] | None = None) -> int:
+    def out_dim(self, parts: Sequence[str] = ("embedding",)) -> int:
         dims = self.part_dims()
-        return sum(dims[name] for name in (parts if parts is not None else self.part_names(with_code)))
+        return sum(dims[name] for name in parts)
 
 
 class ImageEncoder(nn.Module):
@@ -177,18 +184,10 @@ def euclidean(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).pow(2).sum(-1).clamp_min(1e-7).sqrt()
 
 
-def without_other_matches(logits: Tensor, keys: Tensor) -> Tensor:
-    """(B, B) pair logits with every off-diagonal pair whose captions say the same thing masked out of the
-    softmax: another row that says the same thing is not a negative."""
-    eye = torch.eye(len(keys), dtype=torch.bool, device=keys.device)
-    return logits.masked_fill(same_meaning(keys) & ~eye, -1e4)
-
-
 def embedding_loss(kind: str, text: Tensor, image: Tensor, keys: Tensor, margin: float, temperature: float) -> Tensor:
     """The siamese objective ``kind`` (one of SIAMESE_LOSSES) on row-aligned matching (text, image) pairs.
 
     ``keys`` say what each caption means, so rows that say the same thing are never used as negatives.
-    Also what stage-I's generator minimises for its own images when ``match_weight`` > 0.
     """
     if kind == "infonce":
         logits = without_other_matches(-torch.cdist(text, image).pow(2) / temperature, keys)
@@ -203,7 +202,7 @@ def embedding_loss(kind: str, text: Tensor, image: Tensor, keys: Tensor, margin:
     return contrastive_loss(distance, match, margin)
 
 
-class SiameseEmbedding(pl.LightningModule):
+class SiameseEmbedding(StageModule):
     """Learns text and image encoders whose outputs are close for matching caption/frame pairs."""
 
     def __init__(
@@ -233,10 +232,10 @@ class SiameseEmbedding(pl.LightningModule):
 
     # -- upstream / artifact ----------------------------------------------------------------------
     @classmethod
-    def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def upstream_kwargs(cls, manifests: Manifests) -> dict[str, Any]:
         return {"vae": manifests["vae"]["hparams"]}
 
-    def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
+    def load_upstream(self, manifests: Manifests) -> None:
         load_submodule(self.text_encoder.vae, manifests["vae"]["checkpoint"])
 
     def text_encoder_hparams(self) -> dict[str, Any]:
@@ -244,23 +243,8 @@ class SiameseEmbedding(pl.LightningModule):
         return {"vae": p.vae, "embed_dim": p.embed_dim, "hidden_dim": p.hidden_dim, "dropout": p.dropout,
                 "final_relu": p.final_relu, "word_mean": p.word_mean}  # fmt: skip
 
-    def image_encoder_hparams(self) -> dict[str, Any]:
-        """The image branch's architecture (stage-I rebuilds it for its optional matching loss)."""
-        p = self.hparams
-        return {"widths": list(p.image_widths), "hidden_dim": p.hidden_dim, "embed_dim": p.embed_dim,
-                "dropout": p.dropout, "final_relu": p.final_relu}  # fmt: skip
-
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
-        return {
-            "text_encoder": self.text_encoder_hparams(),
-            "image_encoder": self.image_encoder_hparams(),
-            "objective": {
-                "kind": self.hparams.loss,
-                "margin": self.hparams.margin,
-                "temperature": self.hparams.temperature,
-            },  # fmt: skip
-            "dims": {"embedding": self.hparams.embed_dim},
-        }
+        return {"text_encoder": self.text_encoder_hparams(), "dims": {"embedding": self.hparams.embed_dim}}
 
     # -- the model ------------------------------------------------------------------------------
     def pick_frames(self, video: Tensor) -> tuple[Tensor, Tensor]:
@@ -311,14 +295,6 @@ class SiameseEmbedding(pl.LightningModule):
         if self.hparams.optimizer == "rmsprop":  # the original's choice (with lr 1e-5)
             return torch.optim.RMSprop(params, lr=self.hparams.lr)
         return torch.optim.Adam(params, lr=self.hparams.lr)
-
-
-def caption_keys(batch: dict[str, Any]) -> Tensor:
-    """What each caption means: its attribute labels when the data has them, else its features."""
-    labels = batch.get("labels")
-    if labels:
-        return torch.stack([labels[name] for name in sorted(labels)], dim=1)
-    return batch["text"]
 
 
 def retrieval_recall(text: Tensor, image: Tensor, keys: Tensor, metrics: nn.ModuleDict) -> dict[int, Tensor]:

@@ -1,31 +1,26 @@
 """Stage `stage1`: StackGAN stage-I (Zhang et al. 2017) with a GAN-CLS matching-aware D (Reed et al. 2016).
 
-Text -> one frame of the clip (``frame``, the first by default), at ``size`` x ``size``.
+Text -> one frame of the clip (``frame``, the first by default), at ``size`` x ``size``. The options are named
+parts (``conf/model/stage1.yaml``): ``generator``, ``discriminator``, ``text``, ``losses``, ``optim``, ``ema``.
 
-- The text embedding comes from the siamese stage's text encoder, frozen entirely (head included).
-- Conditioning augmentation (CA): a linear layer maps the embedding to (mu, log sigma) of N_g = ``c_dim``
-  dims and the generator sees c = mu + sigma * eps; KL(N(mu, sigma^2) || N(0, I)) regularises it.
+- What G and D read of the text (``text.parts``): the frozen siamese embedding (as published), the VAE code
+  behind it and/or the mean word vector, each rescaled to unit RMS with ``text.balance``.
+- Conditioning augmentation (CA): a linear layer maps the text to (mu, log sigma) of N_g = ``generator.c_dim``
+  dims and G sees c = mu + sigma * eps; KL(N(mu, sigma^2) || N(0, I)) regularises it (``losses.kl``).
 - G (the paper's / PyTorch port's layout): cat(z, c) -> FC -> 4x4 x ngf, then [nearest x2, conv 3x3, BN,
   ReLU] blocks halving the channels, then conv 3x3 to RGB + tanh.
-- D (the TensorFlow original's head): stride-2 4x4 convs down to 4x4; the embedding through its own
-  FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN + LeakyReLU; a 4x4 conv to one logit.
-- Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl_weight * KL.
+- D: stride-2 4x4 convs down to 4x4, then a head that joins the text (``discriminator.head``): ``concat``
+  (the TensorFlow original's: the text through FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN +
+  LeakyReLU; a 4x4 conv to one logit) or ``projection`` (Miyato & Koyama 2018).
+- Loss: D = real(x, e) + 1/2 (fake(x, e_wrong) + fake(G(z, c), e)); G = generator(G(z, c), e) + kl * KL.
   When the data serves contrast captions (``data.contrast``: training captions that differ from the right one
   in one named attribute, such as the shape word alone), half of D's wrong-caption term is on those, and with
-  ``read_weight`` each is one more wrong caption in D's reading: D must then tell the shapes apart, and G's
-  images are judged on it.
-- Optional (``text_code``, off as published): G and D also see the code the embedding was
-  computed from (the VAE code, and the mean word vector when the siamese stage has ``word_mean``);
-  with ``text_balance``, each of those parts is rescaled to unit RMS first. ``text_parts`` names the parts G and D read
-  instead (any of the embedding, the VAE code and the word mean; the quickstart's: the word mean alone).
-- Optional (``read_weight`` > 0, off as published): D also learns to tell, from a real image, which of the
-  batch's captions is its own (InfoNCE on the cosine similarity of D's pooled features and the text input,
-  each through a linear map), and G is asked to make images D matches to their own captions just as well: an
+  ``losses.read`` each is one more wrong caption in D's reading: D must then tell the shapes apart.
+- ``losses.read`` > 0 (off as published): D also learns to tell, from a real image, which of the batch's
+  captions is its own (InfoNCE on the cosine similarity of D's pooled features and the text input, each
+  through a linear map), and G is asked to make images D matches to their own captions just as well: an
   auxiliary-classifier GAN (Odena et al. 2017) whose classes are the batch's captions, like XMC-GAN's
-  contrastive D (Zhang et al. 2021). A wrong caption asks D about one pair; this asks about every caption in
-  the batch for every real image.
-- Optional (``match_weight`` > 0, off as published): G also minimises the siamese objective between its
-  images, seen by the frozen siamese image encoder, and their captions (a semantic term, as AttnGAN's DAMSM).
+  contrastive D (Zhang et al. 2021).
 
 The CA network lives inside ``self.generator`` (a :class:`ConditionedGenerator`), so the G optimizer and
 the EMA copy both cover it: sampling from the EMA generator uses the matching EMA CA.
@@ -33,6 +28,7 @@ the EMA copy both cover it: sampling from the EMA generator uses the matching EM
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +38,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2v.errors import T2VError
-from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
-from t2v.models.siamese import ImageEncoder, TextEncoder, caption_keys, embedding_loss, without_other_matches
+from t2v.models.captions import caption_keys, mismatched_indices, without_other_matches
+from t2v.models.gan import (
+    AdversarialModule,
+    Group,
+    downsampling_levels,
+    probability,
+    upgrade_shared_hparams,
+    upgrade_text_parts,
+)
+from t2v.models.gan import Losses as GanLosses
+from t2v.models.settings import at_least, one_of, settings
+from t2v.models.siamese import TextEncoder, TextInput
+from t2v.models.stage import Manifests
 from t2v.models.upstream import freeze, load_submodule
 
 # The published widths (StackGAN GF_DIM 128 and DF_DIM 64), which ``width`` multiplies.
@@ -147,6 +154,40 @@ class ConditionedGenerator(nn.Module):
 D_HEADS = ("concat", "projection")
 
 
+@dataclass
+class Generator:
+    """``model.generator``: the noise and the conditioning augmentation's sizes."""
+
+    z_dim: int = 100  # N_z
+    c_dim: int = 128  # N_g
+
+    def __post_init__(self) -> None:
+        at_least("generator", 1, z_dim=self.z_dim, c_dim=self.c_dim)
+
+
+@dataclass
+class Discriminator:
+    """``model.discriminator``: how D joins the text, and its normalisation."""
+
+    head: str = "concat"  # concat (StackGAN) | projection (Miyato & Koyama 2018)
+    spectral_norm: bool = False  # spectral normalisation on every layer in place of batch norm
+
+    def __post_init__(self) -> None:
+        one_of("discriminator", "head", self.head, D_HEADS)
+
+
+@dataclass
+class Losses(GanLosses):
+    """``model.losses``: the adversarial loss (``gan``), and the weight of each other term, named as in the log."""
+
+    kl: float = 1.0  # the CA KL term (the paper's 1; the released code's 2)
+    read: float = 0.0  # D's caption reading, asked of D on real images and of G on its images
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("losses", 0, kl=self.kl, read=self.read)
+
+
 class MatchingDiscriminator(nn.Module):
     """Image features once (:meth:`features`), then a logit per (features, embedding) pair (:meth:`logits`).
 
@@ -168,9 +209,7 @@ class MatchingDiscriminator(nn.Module):
         reads_text: bool = False,
     ) -> None:
         super().__init__()
-        if head not in D_HEADS:
-            raise T2VError(f"model.d_head={head!r} is unknown; use one of {', '.join(D_HEADS)}")
-        self.head = head
+        one_of("discriminator", "head", head, D_HEADS)
         # Channels double per step and end at 8 ndf at 4x4 (the published 64x64 layout), whatever the size.
         channels = [3] + [ndf * 2 ** max(0, 3 - (downs - 1 - i)) for i in range(downs)]
         layers: list[nn.Module] = []
@@ -182,12 +221,14 @@ class MatchingDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         top = channels[-1]
         if head == "concat":
+            self.join_text = self.concat_logits
             self.text = nn.Sequential(nn.Linear(embed_dim, c_dim), nn.LeakyReLU(0.2))
             norm = nn.Identity() if spectral_norm else nn.BatchNorm2d(top)
             self.joint = nn.Sequential(
                 nn.Conv2d(top + c_dim, top, 1, bias=spectral_norm), norm, nn.LeakyReLU(0.2), nn.Conv2d(top, 1, 4)
             )
         else:
+            self.join_text = self.projection_logits
             self.text = nn.Linear(embed_dim, top)
             self.joint = nn.Conv2d(top, 1, 4)
         # With ``reads_text``, linear maps of the pooled image features and of the text into one space, where
@@ -205,11 +246,17 @@ class MatchingDiscriminator(nn.Module):
 
     def logits(self, features: Tensor, embedding: Tensor) -> Tensor:
         """(B,) logits; never a sigmoid here, so the losses stay autocast-safe."""
-        if self.head == "projection":
-            match = (self.text(embedding) * features.sum(dim=(2, 3))).sum(dim=1)
-            return self.joint(features).flatten() + match
+        return self.join_text(features, embedding)
+
+    def concat_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """StackGAN's head: the text tiled over the 4x4 features, then convolutions."""
         cond = self.text(embedding)[:, :, None, None].expand(-1, -1, *features.shape[2:])
         return self.joint(torch.cat([features, cond], dim=1)).flatten()
+
+    def projection_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
+        """The projection head: an unconditional logit plus <projected text, pooled features>."""
+        match = (self.text(embedding) * features.sum(dim=(2, 3))).sum(dim=1)
+        return self.joint(features).flatten() + match
 
     def reading_logits(self, features: Tensor, embedding: Tensor) -> Tensor:
         """(B images, N captions) cosine similarities / temperature in the reading space (needs ``reads_text``)."""
@@ -227,78 +274,79 @@ class Stage1GAN(AdversarialModule):
 
     generator: ConditionedGenerator
     discriminator: MatchingDiscriminator
+    hparams_format = 1  # 0: flat options (text_code, d_head, lr_g, ...), before the named parts
 
     def __init__(
         self,
         text_encoder: dict[str, Any],
-        image_encoder: dict[str, Any] | None = None,
-        objective: dict[str, Any] | None = None,
-        match_weight: float = 0.0,
-        text_code: bool = False,
-        text_balance: bool = False,
-        text_parts: list[str] | None = None,
-        read_weight: float = 0.0,
-        d_head: str = "concat",
-        spectral_norm: bool = False,
         size: int = 64,
         frame: int = 0,
-        z_dim: int = 100,
-        c_dim: int = 128,
         width: float = 1.0,
-        kl_weight: float = 1.0,
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
-        d_steps: int = 1,
-        gan_loss: str = "bce",
-        clip_grad_norm: float | None = None,
-        ema_decay: float = 0.0,
-        ema_start: int = 0,
+        generator: Group = None,
+        discriminator: Group = None,
+        text: Group = None,
+        losses: Group = None,
+        optim: Group = None,
+        ema: Group = None,
     ) -> None:
-        super().__init__(
-            lr_g=lr_g, lr_d=lr_d, betas=betas, d_steps=d_steps, gan_loss=gan_loss, clip_grad_norm=clip_grad_norm,
-            ema_decay=ema_decay, ema_start=ema_start,
-        )  # fmt: skip
+        """``text_encoder``: the frozen siamese text encoder's architecture (from the upstream manifest); the
+        rest: the image geometry and the option groups of ``conf/model/stage1.yaml``."""
+        super().__init__(settings(Losses, "losses", losses), width, optim, ema)
         steps = downsampling_levels(size)
-        if width <= 0:
-            raise T2VError(f"model.width={width} must be positive; 1.0 is the published size, 0.125 a CPU-sized one")
-        if match_weight < 0:
-            raise T2VError(f"model.match_weight={match_weight} must be 0 or more")
-        if read_weight < 0:
-            raise T2VError(f"model.read_weight={read_weight} must be 0 or more")
-        if match_weight and not (image_encoder and objective):
-            raise T2VError(
-                "model.match_weight > 0 needs the siamese image encoder, which this siamese artifact does not "
-                "record; retrain it (python train.py stage=siamese) or set model.match_weight=0"
-            )
-        self.save_hyperparameters()
-        # Lightning leaves out an __init__ argument named `frame` (a parameter name of its own), so
-        # without this the checkpoint would forget it and load_from_checkpoint would reset it to 0.
-        self.save_hyperparameters({"frame": frame})
+        g, d = settings(Generator, "generator", generator), settings(Discriminator, "discriminator", discriminator)
+        self.text_input = settings(TextInput, "text", text)
+        if not self.text_input.parts:
+            raise T2VError("model.text.parts=[] leaves stage-I without its sentence; name a part, e.g. [word_mean]")
         self.text_encoder = freeze(TextEncoder(**text_encoder))
-        # The siamese image branch, frozen, judges whether G's images match their captions.
-        self.image_encoder = freeze(ImageEncoder(**image_encoder)) if match_weight and image_encoder else None
-        if text_parts is not None:
-            self.text_encoder.check_parts(text_parts)
-        embed_dim = self.text_encoder.out_dim(text_code, text_parts)
-        self.generator = ConditionedGenerator(embed_dim, z_dim, c_dim, scaled(GF_DIM * 8, width), steps)
+        self.text_encoder.check_parts(self.text_input.parts)
+        self.z_dim = g.z_dim
+        # Every option as it will be saved, defaults filled in: a checkpoint means the same whatever the defaults
+        # become. (Lightning's automatic collection would also leave out `frame`, a parameter name of its own.)
+        self.save_hyperparameters(
+            {
+                "text_encoder": text_encoder,
+                "size": size,
+                "frame": frame,
+                "width": width,
+                "generator": asdict(g),
+                "discriminator": asdict(d),
+                "text": asdict(self.text_input),
+                "losses": asdict(self.losses),
+                **self.shared_hparams(),
+            }  # fmt: skip
+        )
+        embed_dim = self.text_encoder.out_dim(self.text_input.parts)
+        self.generator = ConditionedGenerator(embed_dim, g.z_dim, g.c_dim, scaled(GF_DIM * 8, width), steps)
         self.discriminator = MatchingDiscriminator(
-            embed_dim, c_dim, scaled(DF_DIM, width), steps, d_head, spectral_norm, reads_text=read_weight > 0
+            embed_dim, g.c_dim, scaled(DF_DIM, width), steps, d.head, d.spectral_norm, reads_text=self.losses.read > 0
         )
         self.generator.apply(init_dcgan)
         self.discriminator.apply(init_dcgan)
         self.setup_ema()
 
+    @classmethod
+    def upgrade_checkpoint(cls, checkpoint: dict[str, Any], version: int) -> None:
+        """Format 0 -> 1: the flat options become named parts. ``match_weight`` (the siamese matching term) is gone:
+        its image encoder's weights are dropped, which changes nothing G generates."""
+        hp = checkpoint["hyper_parameters"]
+        upgrade_shared_hparams(hp)
+        hp["generator"] = {key: hp.pop(key) for key in ("z_dim", "c_dim") if key in hp}
+        hp["discriminator"] = {"head": hp.pop("d_head", "concat"), "spectral_norm": hp.pop("spectral_norm", False)}
+        hp["text"] = {"parts": upgrade_text_parts(hp), "balance": hp.pop("text_balance", False)}
+        hp["losses"] |= {"kl": hp.pop("kl_weight", 1.0), "read": hp.pop("read_weight", 0.0)}
+        for gone in ("match_weight", "image_encoder", "objective"):
+            hp.pop(gone, None)
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("image_encoder.")]:
+            del state[key]
+
     # -- upstream / artifact ----------------------------------------------------------------------
     @classmethod
-    def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        siamese = manifests["siamese"]
-        return {key: siamese.get(key) for key in ("text_encoder", "image_encoder", "objective")}
+    def upstream_kwargs(cls, manifests: Manifests) -> dict[str, Any]:
+        return {"text_encoder": manifests["siamese"]["text_encoder"]}
 
-    def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
+    def load_upstream(self, manifests: Manifests) -> None:
         load_submodule(self.text_encoder, manifests["siamese"]["checkpoint"], prefix="text_encoder.")
-        if self.image_encoder is not None:
-            load_submodule(self.image_encoder, manifests["siamese"]["checkpoint"], prefix="image_encoder.")
 
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
         return {"dims": {"image_size": self.hparams.size, "embedding": self.text_encoder.embed_dim}}
@@ -306,10 +354,8 @@ class Stage1GAN(AdversarialModule):
     # -- sampling API -----------------------------------------------------------------------------
     @torch.no_grad()
     def embed_text(self, features: Tensor) -> Tensor:
-        """Caption features (B, max_words * word_dim) -> what G and D read of the text: the frozen siamese
-        embedding, followed by the code it was computed from when ``text_code`` is on, or the ``text_parts``."""
-        hp = self.hparams
-        return self.text_encoder(features, with_code=hp.text_code, balanced=hp.text_balance, parts=hp.text_parts)
+        """Caption features (B, max_words * word_dim) -> what G and D read of the text (``text.parts``)."""
+        return self.text_encoder(features, parts=self.text_input.parts, balanced=self.text_input.balance)
 
     @torch.no_grad()
     def generate(self, text_features: Tensor, z: Tensor | None = None, sample_condition: bool = False) -> Tensor:
@@ -322,7 +368,7 @@ class Stage1GAN(AdversarialModule):
         """
         generator = self.sampling_generator
         if z is None:
-            z = torch.randn(len(text_features), self.hparams.z_dim, device=text_features.device)
+            z = self.noise(len(text_features), text_features.device)
         was_training = generator.training
         generator.eval()
         try:
@@ -330,6 +376,13 @@ class Stage1GAN(AdversarialModule):
         finally:
             generator.train(was_training)
         return images.float()
+
+    def sampling_inputs(self, batch: dict[str, Any], noise: torch.Generator) -> dict[str, Tensor]:
+        text = batch["text"].float()
+        return {"text": text, "z": torch.randn(len(text), self.z_dim, generator=noise)}
+
+    def sample(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"image": self.generate(inputs["text"], inputs["z"])}
 
     # -- the losses -------------------------------------------------------------------------------
     def target_images(self, batch: dict[str, Any]) -> Tensor:
@@ -348,7 +401,7 @@ class Stage1GAN(AdversarialModule):
         return video[:, :, frame]
 
     def noise(self, batch_size: int, device: torch.device) -> Tensor:
-        return torch.randn(batch_size, self.hparams.z_dim, device=device)
+        return torch.randn(batch_size, self.z_dim, device=device)
 
     def wrong_indices(self, batch: dict[str, Any]) -> Tensor:
         """Row j for each row i whose caption says something else (different labels, or features)."""
@@ -372,9 +425,9 @@ class Stage1GAN(AdversarialModule):
         fake_logits = self.discriminator(fake, embedding)
         loss = self.gan.real(real_logits) + 0.5 * (wrong + self.gan.fake(fake_logits))
         terms |= {"d_real": probability(real_logits), "d_fake": probability(fake_logits)}
-        if self.hparams.read_weight:
+        if self.losses.read:
             read = self.reading_loss(features, embedding, caption_keys(batch), contrast_embedding)
-            loss = loss + self.hparams.read_weight * read
+            loss = loss + self.losses.read * read
             terms["d_read"] = read.detach()
         return {"d_loss": loss, **terms}
 
@@ -384,16 +437,12 @@ class Stage1GAN(AdversarialModule):
         kl = kl_divergence(mu, log_sigma)
         features = self.discriminator.features(fake)
         adversarial = self.gan.generator(self.discriminator.logits(features, embedding))
-        loss = adversarial + self.hparams.kl_weight * kl
+        loss = adversarial + self.losses.kl * kl
         terms = {"g_adv": adversarial.detach(), "kl": kl.detach()}
-        if self.hparams.read_weight:
+        if self.losses.read:
             read = self.reading_loss(features, embedding, caption_keys(batch), self.contrast_embedding(batch))
-            loss = loss + self.hparams.read_weight * read
+            loss = loss + self.losses.read * read
             terms["g_read"] = read.detach()
-        if self.image_encoder is not None:
-            match = self.match_loss(fake, batch["text"], caption_keys(batch))
-            loss = loss + self.hparams.match_weight * match
-            terms["match"] = match.detach()
         return {"g_loss": loss, **terms}
 
     def contrast_embedding(self, batch: dict[str, Any]) -> Tensor | None:
@@ -414,14 +463,3 @@ class Stage1GAN(AdversarialModule):
         if contrast_embedding is not None:
             logits = torch.cat([logits, scores[:, n:].diagonal()[:, None]], dim=1)
         return F.cross_entropy(logits, torch.arange(n, device=keys.device))
-
-    def match_loss(self, images: Tensor, text_features: Tensor, keys: Tensor) -> Tensor:
-        """The siamese objective between G's images (through the frozen image encoder) and their captions:
-        a semantic term, like AttnGAN's DAMSM loss, that rewards images the siamese model reads as the caption."""
-        objective = self.hparams.objective
-        image_embedding = self.image_encoder(images).float()
-        with torch.no_grad():  # the siamese embedding alone, at the scale the objective was trained on
-            text_embedding = self.text_encoder(text_features).float()
-        return embedding_loss(
-            objective["kind"], text_embedding, image_embedding, keys, objective["margin"], objective["temperature"]
-        )

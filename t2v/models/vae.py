@@ -18,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from t2v.models.stage import StageModule
+
 KL_SCHEDULES = ("logistic", "linear", "constant")
 RECON_LOSSES = ("mse", "cosine")
 
@@ -50,7 +52,7 @@ def slot_mask(n_words: Tensor, max_words: int) -> Tensor:
     return (slots[None, :] < n_words[:, None]).float()
 
 
-class TextVAE(pl.LightningModule):
+class TextVAE(StageModule):
     """MLP VAE: features (B, max_words*word_dim) -> (mu, logvar) of ``latent_dim`` -> features."""
 
     def __init__(

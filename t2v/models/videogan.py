@@ -7,23 +7,26 @@ and a channel-width multiplier (``width=1.0`` is the published network):
   decodes it into one static background image; a 3D stream decodes it into a foreground video and
   a sigmoid mask; the clip is ``mask * foreground + (1 - mask) * background``.
 - D is a stride-2 3D conv stack down to (T / 2**n) x 4 x 4 and one logit per clip.
-- G's loss adds ``recon_weight * L1(first generated frame, input frame)``.
+- G's loss adds ``losses.recon_l1 * L1(first generated frame, input frame)``.
 
-Departures, all off by default: ``noise_dim > 0`` joins a noise code at the bottleneck (the
-published G is deterministic given the image); ``text_conditioning`` joins a frozen siamese
-caption embedding to G's bottleneck and makes D matching-aware on (video, caption) pairs;
-``clip_l1 > 0`` adds an L1 term between the whole generated clip and the real one (pix2pix's
-supervised term), which teaches the caption's motion in far fewer steps than D alone; ``skips``
-gives G's decoders U-Net skip connections from the frame encoder; ``warp`` replaces the generated
-background with the input frame resampled by a generated flow per frame, so the clip moves the frame's
-own pixels (its shapes stay sharp) and the mask and foreground paint only what the flow cannot;
-``rigid_flow`` makes that flow one translation per frame, which moves the frame whole, like a camera pan.
+The options are named parts (``conf/model/videogan.yaml``): ``generator``, ``text``, ``losses``, ``optim``,
+``ema``. Departures, all off by default: ``generator.noise_dim > 0`` joins a noise code at the bottleneck (the
+published G is deterministic given the image); ``text.parts`` joins the frozen siamese text (embedding, VAE code,
+word mean) to G's bottleneck and makes D matching-aware on (video, caption) pairs; ``losses.clip_l1 > 0`` adds
+an L1 term between the whole generated clip and the real one (pix2pix's supervised term), which teaches the
+caption's motion in far fewer steps than D alone; ``generator.skips`` gives G's decoders U-Net skip connections
+from the frame encoder; ``generator.background`` chooses what lies behind the foreground: the ``generated``
+2D stream (published), the input frame moved by a generated ``flow`` per frame (the clip moves the frame's own
+pixels, so its shapes stay sharp, and the mask and foreground paint only what the flow cannot), or by one
+``translation`` per frame (the frame moves whole, like a camera pan).
 
 Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm gamma N(1, 0.02).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +36,69 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2v.errors import T2VError
-from t2v.models.gan import AdversarialModule, downsampling_levels, mismatched_indices, probability
-from t2v.models.siamese import TextEncoder, caption_keys
+from t2v.models.captions import caption_keys, mismatched_indices
+from t2v.models.gan import (
+    AdversarialModule,
+    Group,
+    downsampling_levels,
+    probability,
+    upgrade_shared_hparams,
+    upgrade_text_parts,
+)
+from t2v.models.gan import Losses as GanLosses
+from t2v.models.settings import at_least, one_of, settings
+from t2v.models.siamese import TextEncoder, TextInput
+from t2v.models.stage import Manifests
 from t2v.models.upstream import freeze, load_submodule
 
 # Channels of the 4x4 bottleneck at width 1.0 (the published encoder ends at 1024 x 4 x 4).
 BOTTLENECK_CHANNELS = 1024
 # The original's BatchNorm eps in the frame encoder and the discriminator (Torch's 1e-3).
 BN_EPS = 1e-3
+# What lies behind the foreground: the published 2D stream, or the input frame moved by a flow or a translation.
+BACKGROUNDS = ("generated", "flow", "translation")
+
+
+@dataclass
+class Generator:
+    """``model.generator``: noise, skips, and what lies behind the foreground."""
+
+    noise_dim: int = 0  # a noise code joined at the bottleneck; 0 = none (the published G is deterministic)
+    skips: bool = False  # U-Net skip connections from the frame encoder into both decoder streams
+    background: str = "generated"  # generated | flow | translation
+    flow_stride: int = 1  # flow and translation: made at 1/flow_stride of the frame size, then upsampled
+
+    def __post_init__(self) -> None:
+        at_least("generator", 0, noise_dim=self.noise_dim)
+        one_of("generator", "background", self.background, BACKGROUNDS)
+
+
+@dataclass
+class VideoText(TextInput):
+    """``model.text``: the parts of the text G and D read (none: the published, unconditioned net), and the size
+    of their projection (FC + LeakyReLU, StackGAN's 128) in G and D."""
+
+    parts: list[str] = field(default_factory=list)
+    cond_dim: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.parts:
+            at_least("text", 1, cond_dim=self.cond_dim)
+
+
+@dataclass
+class Losses(GanLosses):
+    """``model.losses``: the adversarial loss (``gan``: bce is the published 2-way softmax), and the weight of each
+    other term of the same name in the log."""
+
+    recon_l1: float = 10.0  # L1(first generated frame, input frame), published 10
+    clip_l1: float = 0.0  # L1(generated clip, real clip), pix2pix's supervised term
+    mask_l1: float = 0.0  # mean |mask|, the mask's sparsity (0.1 in the unconditional paper)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("losses", 0, recon_l1=self.recon_l1, clip_l1=self.clip_l1, mask_l1=self.mask_l1)
 
 
 def check_geometry(frames: int, size: int) -> None:
@@ -89,12 +147,6 @@ def condition_projection(embed_dim: int, cond_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(embed_dim, cond_dim), nn.LeakyReLU(0.2))
 
 
-def blur_half(images: Tensor) -> Tensor:
-    """Images (B, C, H, W) averaged down to half size and bilinearly back: detail finer than 2 pixels is lost."""
-    small = F.interpolate(images, scale_factor=0.5, mode="area")
-    return F.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False)
-
-
 def border_colour(image: Tensor) -> Tensor:
     """(B, C): the median colour of each image's outermost pixels, its background wherever little touches the edge."""
     edges = torch.cat([image[..., 0, :], image[..., -1, :], image[..., :, 0], image[..., :, -1]], dim=-1)
@@ -140,7 +192,8 @@ class VideoGenerator(nn.Module):
 
     With ``skips`` (off as published), every decoder level also sees the frame encoder's features at its
     resolution (tiled over time in the 3D stream), U-Net style: G no longer has to squeeze the whole
-    frame through the 4 x 4 bottleneck to redraw it, and learns the motion much sooner.
+    frame through the 4 x 4 bottleneck to redraw it, and learns the motion much sooner. ``background`` decides,
+    once, what lies behind the foreground (:meth:`generated_background` or :meth:`moved_frame`).
     """
 
     def __init__(
@@ -152,15 +205,15 @@ class VideoGenerator(nn.Module):
         embed_dim: int,
         cond_dim: int,
         skips: bool = False,
-        warp: bool = False,
+        background: str = "generated",
         flow_stride: int = 1,
-        rigid_flow: bool = False,
     ) -> None:
         super().__init__()
+        one_of("generator", "background", background, BACKGROUNDS)
         channels = level_channels(size, width)
         top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
-        self.noise_dim, self.skips, self.warp, self.flow_stride = noise_dim, skips, warp, flow_stride
-        self.rigid_flow = rigid_flow
+        self.noise_dim, self.skips, self.flow_stride = noise_dim, skips, flow_stride
+        self.clip_shape = (frames, size, size)
 
         self.encoder = nn.ModuleList()
         previous = 3
@@ -176,9 +229,11 @@ class VideoGenerator(nn.Module):
         skip_in = [c if skips else 0 for c in reversed(channels[:-1])]
         widths = list(reversed(channels[:-1]))
 
-        # Both decoders mirror the encoder's channels back up; the last level goes to pixels. With ``warp``
-        # the background is the input frame itself, moved by a generated flow, so there is no 2D stream.
-        if not warp:
+        # Both decoders mirror the encoder's channels back up; the last level goes to pixels. A moved frame needs
+        # no 2D stream. (Layers are registered in the published order, which checkpoints and optimizer states keep.)
+        self.draw_background: Callable[..., dict[str, Tensor]] = self.moved_frame
+        if background == "generated":
+            self.draw_background = self.generated_background
             self.background = upsampling_levels(nn.ConvTranspose2d, nn.BatchNorm2d, joined, widths, skip_in)
             self.to_background = nn.Sequential(nn.ConvTranspose2d(widths[-1] + skip_in[-1], 3, 4, 2, 1), nn.Tanh())
 
@@ -188,19 +243,20 @@ class VideoGenerator(nn.Module):
         pixels_in = widths[-1] + skip_in[-1]
         self.to_foreground = nn.Sequential(nn.ConvTranspose3d(pixels_in, 3, 4, 2, 1), nn.Tanh())
         self.to_mask = nn.Sequential(nn.ConvTranspose3d(pixels_in, 1, 4, 2, 1), nn.Sigmoid())
-        if warp:
+        if background != "generated":
             # A flow per frame, in grid_sample's [-1, 1] units (it starts at zero: the first frame, still),
             # from the decoder level at 1/flow_stride of the frame size, then upsampled: a coarse flow is a
             # smooth one, and moves a shape whole instead of tearing it.
             strides = [2**k for k in range(downsampling_levels(size) + 1)]
             if flow_stride not in strides:
-                raise T2VError(f"model.flow_stride={flow_stride} must be one of {strides} at size {size}")
+                raise T2VError(f"model.generator.flow_stride={flow_stride} must be one of {strides} at size {size}")
             # Which of the 3D stream's outputs (unfold, then each up-level: 4 x 4, 8 x 8, ...) the flow reads.
             self.flow_level = len(widths) + 1 - (flow_stride.bit_length() - 1)
             if flow_stride == 1:
                 self.to_flow: nn.Module = nn.ConvTranspose3d(pixels_in, 2, 4, 2, 1)
             else:
                 self.to_flow = nn.Conv3d([top, *widths][self.flow_level], 2, 3, 1, 1)
+            self.translation = background == "translation"
 
     def with_skip(self, hidden: Tensor, features: list[Tensor]) -> Tensor:
         """``hidden`` joined with the encoder features of its resolution (tiled over time for video)."""
@@ -211,12 +267,16 @@ class VideoGenerator(nn.Module):
             skip = skip.unsqueeze(2).expand(-1, -1, hidden.shape[2], -1, -1)
         return torch.cat([hidden, skip.to(hidden.dtype)], dim=1)
 
-    def forward(self, image: Tensor, embedding: Tensor | None = None, z: Tensor | None = None) -> dict[str, Tensor]:
+    def encode(self, image: Tensor) -> list[Tensor]:
+        """The frame encoder's features at every level, shallow to deep; the deepest is the 4 x 4 code."""
         features = []
-        code = image
         for level in self.encoder:
-            code = level(code)
-            features.append(code)
+            image = level(image)
+            features.append(image)
+        return features
+
+    def join(self, code: Tensor, embedding: Tensor | None, z: Tensor | None) -> Tensor:
+        """The bottleneck: the frame's code, with the noise and the caption's projection tiled over it."""
         parts = [code]
         if self.noise_dim:
             if z is None:
@@ -226,36 +286,51 @@ class VideoGenerator(nn.Module):
             if embedding is None:
                 raise ValueError("this generator is text-conditioned and needs a caption embedding")
             parts.append(tile(self.condition(embedding).to(code.dtype), code))
-        joined = torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1)
 
-        hidden = self.unfold(joined.unsqueeze(2))
-        levels = [hidden]
+    def foreground_levels(self, joined: Tensor, features: list[Tensor]) -> list[Tensor]:
+        """The 3D stream's outputs: the unfolded code, then every up-level's (skips joined before each level)."""
+        levels = [self.unfold(joined.unsqueeze(2))]
         for level in self.foreground:
-            hidden = level(self.with_skip(hidden, features))
-            levels.append(hidden)
-        hidden = self.with_skip(hidden, features)
-        foreground, mask = self.to_foreground(hidden), self.to_mask(hidden)
-        if self.warp:
-            if self.flow_stride == 1:
-                flow = self.to_flow(hidden)
-            else:
-                coarse = self.to_flow(levels[self.flow_level])
-                flow = F.interpolate(coarse, size=mask.shape[2:], mode="trilinear", align_corners=False)
-            fill = None
-            if self.rigid_flow:
-                # One displacement per frame: every pixel moves alike, so no shape can bend or tear. It pulls a
-                # whole side's strip in from outside the frame, which the border pixels' replicas would streak.
-                flow = flow.mean(dim=(-2, -1), keepdim=True).expand_as(flow)
-                fill = border_colour(image)
-            background = warp_frames(image, flow, fill)
-            video = mask * foreground + (1 - mask) * background
-            return {"video": video, "foreground": foreground, "background": image, "mask": mask, "flow": flow}
+            levels.append(level(self.with_skip(levels[-1], features)))
+        return levels
+
+    def forward(self, image: Tensor, embedding: Tensor | None = None, z: Tensor | None = None) -> dict[str, Tensor]:
+        features = self.encode(image)
+        joined = self.join(features[-1], embedding, z)
+        levels = self.foreground_levels(joined, features)
+        pixels = self.with_skip(levels[-1], features)
+        foreground, mask = self.to_foreground(pixels), self.to_mask(pixels)
+        background = self.draw_background(image, joined, features, levels, pixels)
+        video = mask * foreground + (1 - mask) * background.pop("behind")
+        return {"video": video, "foreground": foreground, "mask": mask, **background}
+
+    def generated_background(
+        self, image: Tensor, joined: Tensor, features: list[Tensor], levels: list[Tensor], pixels: Tensor
+    ) -> dict[str, Tensor]:
+        """The published 2D stream: one static background image, drawn from the code."""
         background = joined
         for level in self.background:
             background = level(self.with_skip(background, features))
         background = self.to_background(self.with_skip(background, features))
-        video = mask * foreground + (1 - mask) * background.unsqueeze(2)
-        return {"video": video, "foreground": foreground, "background": background, "mask": mask}
+        return {"background": background, "behind": background.unsqueeze(2)}
+
+    def moved_frame(
+        self, image: Tensor, joined: Tensor, features: list[Tensor], levels: list[Tensor], pixels: Tensor
+    ) -> dict[str, Tensor]:
+        """The input frame resampled at every frame by a generated flow; with ``translation``, one displacement per
+        frame (the flow's mean), which moves every pixel alike, so no shape can bend or tear, and brings the
+        frame's border colour in where a whole side's strip enters (the border pixels' replicas would streak)."""
+        if self.flow_stride == 1:
+            flow = self.to_flow(pixels)
+        else:
+            coarse = self.to_flow(levels[self.flow_level])
+            flow = F.interpolate(coarse, size=self.clip_shape, mode="trilinear", align_corners=False)
+        fill = None
+        if self.translation:
+            flow = flow.mean(dim=(-2, -1), keepdim=True).expand_as(flow)
+            fill = border_colour(image)
+        return {"background": image, "flow": flow, "behind": warp_frames(image, flow, fill)}
 
 
 class VideoDiscriminator(nn.Module):
@@ -299,119 +374,114 @@ class VideoDiscriminator(nn.Module):
 class VideoGAN(AdversarialModule):
     """Image -> clip of ``frames`` frames: a two-stream generator against a 3D-conv discriminator."""
 
+    hparams_format = 1  # 0: flat options (warp, rigid_flow, text_code, lr_g, ...), before the named parts
+
     def __init__(
         self,
+        text_encoder: dict[str, Any] | None = None,
         frames: int = 32,
         size: int = 64,
         width: float = 1.0,
-        recon_weight: float = 10.0,
-        clip_l1: float = 0.0,
-        skips: bool = False,
-        warp: bool = False,
-        flow_stride: int = 1,
-        rigid_flow: bool = False,
-        mask_l1: float = 0.0,
-        noise_dim: int = 0,
-        text_conditioning: bool = False,
-        text_encoder: dict[str, Any] | None = None,
-        text_code: bool = False,
-        text_balance: bool = False,
-        cond_dim: int = 128,
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
-        d_steps: int = 1,
-        gan_loss: str = "bce",
-        clip_grad_norm: float | None = None,
-        ema_decay: float = 0.0,
-        ema_start: int = 0,
-        input_blur: float = 0.0,
+        generator: Group = None,
+        text: Group = None,
+        losses: Group = None,
+        optim: Group = None,
+        ema: Group = None,
     ) -> None:
-        super().__init__(
-            lr_g=lr_g, lr_d=lr_d, betas=betas, d_steps=d_steps, gan_loss=gan_loss, clip_grad_norm=clip_grad_norm,
-            ema_decay=ema_decay, ema_start=ema_start,
-        )  # fmt: skip
+        """``text_encoder``: the frozen siamese text encoder's architecture (from the upstream manifest, needed only
+        with ``text.parts``); the rest: the clip geometry and the option groups of ``conf/model/videogan.yaml``."""
+        super().__init__(settings(Losses, "losses", losses), width, optim, ema)
         check_geometry(frames, size)
-        if width <= 0:
-            raise T2VError(f"model.width={width} must be positive; 1.0 is the published network, 0.125 a CPU-sized one")
-        for name, value in (
-            ("recon_weight", recon_weight),
-            ("clip_l1", clip_l1),
-            ("mask_l1", mask_l1),
-            ("noise_dim", noise_dim),
-        ):
-            if value < 0:
-                raise T2VError(f"model.{name}={value} must be 0 or more")
-        if not 0 <= input_blur <= 1:
-            raise T2VError(f"model.input_blur={input_blur} is a probability; use a value in [0, 1] (0 = off)")
-        if rigid_flow and not warp:
-            raise T2VError("model.rigid_flow=true shapes the warp's flow; set model.warp=true too, or rigid_flow=false")
-        if text_conditioning and cond_dim < 1:
-            raise T2VError(f"model.cond_dim={cond_dim} must be at least 1 with text conditioning (128 as in StackGAN)")
-        if text_conditioning and not text_encoder:
+        g, self.text_input = settings(Generator, "generator", generator), settings(VideoText, "text", text)
+        parts = self.text_input.parts
+        if parts and not text_encoder:
             raise T2VError(
-                "model.text_conditioning=true needs the siamese text encoder; train the siamese stage first "
-                "(python train.py stage=siamese) and set stage.upstream.siamese=latest, "
-                "or set model.text_conditioning=false"
+                f"model.text.parts={parts} needs the siamese text encoder; train the siamese stage first "
+                "(python train.py stage=siamese) and set stage.upstream.siamese=latest, or set model.text.parts=[]"
             )
-        self.save_hyperparameters()
-
-        self.text_encoder: TextEncoder | None = None
+        self.save_hyperparameters(
+            {
+                "text_encoder": text_encoder if parts else None,
+                "frames": frames,
+                "size": size,
+                "width": width,
+                "generator": asdict(g),
+                "text": asdict(self.text_input),
+                "losses": asdict(self.losses),
+                **self.shared_hparams(),
+            }  # fmt: skip
+        )
+        # The frozen siamese text encoder, built only when G and D read the text.
+        self.text_encoder = freeze(TextEncoder(**text_encoder)) if parts and text_encoder else None
         embed_dim = 0
-        if text_conditioning:
-            assert text_encoder is not None
-            self.text_encoder = freeze(TextEncoder(**text_encoder))
-            embed_dim = self.text_encoder.out_dim(text_code)
+        if self.text_encoder is not None:
+            self.text_encoder.check_parts(parts)
+            embed_dim = self.text_encoder.out_dim(parts)
+        self.noise_dim = g.noise_dim
+        cond_dim = self.text_input.cond_dim
         self.generator = VideoGenerator(
-            frames, size, width, noise_dim, embed_dim, cond_dim, skips, warp, flow_stride, rigid_flow
+            frames, size, width, g.noise_dim, embed_dim, cond_dim, g.skips, g.background, g.flow_stride
         )
         self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
         self.generator.apply(init_weights)
-        if warp:
-            nn.init.zeros_(self.generator.to_flow.weight)
+        if g.background != "generated":
+            nn.init.zeros_(self.generator.to_flow.weight)  # the flow starts still: the first frame, held
         self.discriminator.apply(init_weights)
         self.setup_ema()  # after init: the EMA copy starts from the initialised generator
 
+    @classmethod
+    def upgrade_checkpoint(cls, checkpoint: dict[str, Any], version: int) -> None:
+        """Format 0 -> 1: the flat options become named parts; ``warp``/``rigid_flow`` become one background choice,
+        ``text_conditioning``/``text_code`` the text parts; ``input_blur`` (training only) is gone."""
+        hp = checkpoint["hyper_parameters"]
+        upgrade_shared_hparams(hp)
+        warp, rigid = hp.pop("warp", False), hp.pop("rigid_flow", False)
+        hp["generator"] = {
+            "noise_dim": hp.pop("noise_dim", 0), "skips": hp.pop("skips", False),
+            "background": "translation" if rigid else "flow" if warp else "generated",
+            "flow_stride": hp.pop("flow_stride", 1),
+        }  # fmt: skip
+        parts = upgrade_text_parts(hp) if hp.pop("text_conditioning", False) else []
+        hp.pop("text_code", None)
+        hp["text"] = {"parts": parts, "balance": hp.pop("text_balance", False), "cond_dim": hp.pop("cond_dim", 128)}
+        hp["losses"] |= {key: hp.pop(old, default) for key, old, default in (
+            ("recon_l1", "recon_weight", 10.0), ("clip_l1", "clip_l1", 0.0), ("mask_l1", "mask_l1", 0.0))}  # fmt: skip
+        hp.pop("input_blur", None)
+
     # -- upstream / artifact ----------------------------------------------------------------------
     @classmethod
-    def upstream_kwargs(cls, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def upstream_kwargs(cls, manifests: Manifests) -> dict[str, Any]:
         return {"text_encoder": manifests["siamese"]["text_encoder"]} if "siamese" in manifests else {}
 
-    def load_upstream(self, manifests: dict[str, dict[str, Any]]) -> None:
+    def load_upstream(self, manifests: Manifests) -> None:
         if self.text_encoder is not None:
             if "siamese" not in manifests:
                 raise T2VError(
-                    "model.text_conditioning=true needs the siamese artifact; set stage.upstream.siamese=latest"
+                    f"model.text.parts={self.text_input.parts} needs the siamese artifact; "
+                    "set stage.upstream.siamese=latest"
                 )
             load_submodule(self.text_encoder, manifests["siamese"]["checkpoint"], prefix="text_encoder.")
 
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
         p = self.hparams
         embedding = self.text_encoder.embed_dim if self.text_encoder is not None else None
-        return {
-            "dims": {
-                "frames": p.frames,
-                "size": p.size,
-                "text_conditioning": p.text_conditioning,
-                "embedding": embedding,
-            }
-        }
+        conditioned = self.text_encoder is not None
+        return {"dims": {"frames": p.frames, "size": p.size, "text_conditioning": conditioned, "embedding": embedding}}
 
     # -- the model ------------------------------------------------------------------------------
     def embed(self, text_features: Tensor | None) -> Tensor | None:
-        """The frozen caption embedding, or None without text conditioning."""
+        """What G and D read of the caption (``text.parts``), or None when they read no text."""
         if self.text_encoder is None:
             return None
         if text_features is None:
             raise T2VError("this videogan model is text-conditioned; pass the caption's text features")
         with torch.no_grad():
-            return self.text_encoder(
-                text_features, with_code=self.hparams.text_code, balanced=self.hparams.text_balance
-            )
+            return self.text_encoder(text_features, parts=self.text_input.parts, balanced=self.text_input.balance)
 
-    def noise(self, batch_size: int, device: torch.device) -> Tensor | None:
-        noise_dim = self.hparams.noise_dim
-        return torch.randn(batch_size, noise_dim, device=device) if noise_dim else None
+    def noise(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor | None:
+        if not self.noise_dim:
+            return None
+        return torch.randn(batch_size, self.noise_dim, generator=generator, device=device)
 
     def real_video(self, batch: dict[str, Any]) -> Tensor:
         """The batch's clips, checked against the geometry the networks were built for."""
@@ -429,10 +499,6 @@ class VideoGAN(AdversarialModule):
     def fake(self, batch: dict[str, Any], embedding: Tensor | None) -> dict[str, Tensor]:
         """G's clips from the real first frames (the training input, as published)."""
         first = self.real_video(batch)[:, :, 0]
-        if self.training and self.hparams.input_blur > 0:
-            # At sampling time the input is a stage-I image, blurrier than any real frame.
-            pick = torch.rand(len(first), device=first.device) < self.hparams.input_blur
-            first = torch.where(pick[:, None, None, None], blur_half(first), first)
         return self.generator(first, embedding, self.noise(len(first), first.device))
 
     # -- the losses -----------------------------------------------------------------------------
@@ -445,33 +511,30 @@ class VideoGAN(AdversarialModule):
         real_logits = self.discriminator.score(real_features, embedding)
         fake_logits = self.discriminator(fake, embedding)
         terms = {"d_real": probability(real_logits), "d_fake": probability(fake_logits)}
-        if embedding is None:
-            terms["d_loss"] = self.gan.real(real_logits) + self.gan.fake(fake_logits)
-            return terms
-        # Matching-aware (GAN-CLS): a real clip with another clip's caption is also "fake".
-        wrong = mismatched_indices(caption_keys(batch))
-        wrong_logits = self.discriminator.score(real_features, embedding[wrong])
-        terms["d_wrong"] = probability(wrong_logits)
-        terms["d_loss"] = self.gan.real(real_logits) + 0.5 * (self.gan.fake(wrong_logits) + self.gan.fake(fake_logits))
-        return terms
+        fake_term = self.gan.fake(fake_logits)
+        if embedding is not None:  # matching-aware (GAN-CLS): a real clip with another clip's caption is "fake" too
+            wrong_logits = self.discriminator.score(real_features, embedding[mismatched_indices(caption_keys(batch))])
+            terms["d_wrong"] = probability(wrong_logits)
+            fake_term = 0.5 * (self.gan.fake(wrong_logits) + fake_term)
+        return {"d_loss": self.gan.real(real_logits) + fake_term, **terms}
 
     def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        p = self.hparams
+        weights = self.losses
         embedding = self.embed(batch.get("text"))
         out = self.fake(batch, embedding)
         adversarial = self.gan.generator(self.discriminator(out["video"], embedding))
         real = batch["video"].float()
         recon = F.l1_loss(out["video"][:, :, 0].float(), real[:, :, 0])
         mask = out["mask"].float().abs().mean()
-        loss = adversarial + p.recon_weight * recon
+        loss = adversarial + weights.recon_l1 * recon
         terms = {"g_adv": adversarial.detach(), "recon_l1": recon.detach(), "mask_l1": mask.detach()}
-        if p.clip_l1:
+        if weights.clip_l1:
             # Supervised, as pix2pix: the real clip that starts at this frame and fits this caption.
             clip = F.l1_loss(out["video"].float(), real)
-            loss = loss + p.clip_l1 * clip
+            loss = loss + weights.clip_l1 * clip
             terms["clip_l1"] = clip.detach()
-        if p.mask_l1:
-            loss = loss + p.mask_l1 * mask
+        if weights.mask_l1:
+            loss = loss + weights.mask_l1 * mask
         return {"g_loss": loss, **terms}
 
     # -- sampling -------------------------------------------------------------------------------
@@ -482,9 +545,9 @@ class VideoGAN(AdversarialModule):
         """Clips from first frames (B, 3, H, W) in [-1, 1], with the sampling (EMA if any) generator in eval mode.
 
         ``text_features`` are captions as the data gives them (the batch's ``text``), required when
-        text-conditioned; ``z`` (B, noise_dim) is drawn from N(0, 1) when not given. Returns ``video``
-        and ``foreground`` (B, 3, T, H, W), ``background`` (B, 3, H, W) and ``mask`` (B, 1, T, H, W); with ``warp``,
-        ``background`` is the input frame and ``flow`` (B, 2, T, H, W) moves it.
+        text-conditioned and ignored otherwise; ``z`` (B, noise_dim) is drawn from N(0, 1) when not given. Returns
+        ``video`` and ``foreground`` (B, 3, T, H, W), ``background`` (B, 3, H, W) and ``mask`` (B, 1, T, H, W); when
+        the background is the moved frame, ``background`` is the input frame and ``flow`` (B, 2, T, H, W) moves it.
         """
         size = self.hparams.size
         if first_frame.dim() != 4 or first_frame.shape[1] != 3 or tuple(first_frame.shape[2:]) != (size, size):
@@ -504,3 +567,11 @@ class VideoGAN(AdversarialModule):
         finally:
             generator.train(was_training)
         return {k: v.float() for k, v in out.items()}
+
+    def sampling_inputs(self, batch: dict[str, Any], noise: torch.Generator) -> dict[str, Tensor]:
+        first = self.real_video(batch)[:, :, 0]
+        z = self.noise(len(first), first.device, generator=noise)
+        return {"first": first, "text": batch["text"].float(), **({"z": z} if z is not None else {})}
+
+    def sample(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"input": inputs["first"], **self.generate(inputs["first"], inputs["text"], inputs.get("z"))}

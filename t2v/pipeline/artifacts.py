@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from t2v.models.stage import FORMAT_KEY
+
 MANIFEST = "manifest.json"
 CHECKPOINT = "model.ckpt"
 
@@ -39,7 +41,8 @@ def slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
     """Copy a Lightning checkpoint without optimizer and loop state (enough for load_from_checkpoint);
     returns its hyper-parameters, which later stages use to rebuild the architecture."""
     ckpt = torch.load(source, map_location="cpu", weights_only=True)
-    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step")
+    keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step",
+            FORMAT_KEY)  # fmt: skip
     torch.save({k: ckpt[k] for k in keep if k in ckpt}, target)
     return dict(ckpt.get("hyper_parameters", {}))
 

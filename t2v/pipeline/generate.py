@@ -83,7 +83,7 @@ class TextToVideo:
         torch.manual_seed(seed)
         text = self.features(captions).repeat_interleave(num_samples, dim=0)
         images = self.stage1.generate(text)
-        clip = self.videogan.generate(images, text if self.videogan.hparams.text_conditioning else None)
+        clip = self.videogan.generate(images, text)  # the text is ignored by an unconditioned video GAN
         return {"captions": [c for c in captions for _ in range(num_samples)], "images": images, **clip}
 
 

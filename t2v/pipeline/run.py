@@ -18,9 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from t2v.cli.train import train
 from t2v.errors import T2VError
 from t2v.pipeline.generate import TextToVideo, write_samples
+from t2v.pipeline.stage import train_stage
 
 
 def forwarded_overrides() -> list[str]:
@@ -46,7 +46,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             f"paths.output_dir={output_dir / name}",
         ]
         Console().rule(f"[bold]t2v pipeline: {name}")
-        summaries[name] = train(compose(config_name="train", overrides=overrides))
+        summaries[name] = train_stage(compose(config_name="train", overrides=overrides))
 
     chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir)
     captions = list(cfg.stage.samples)

@@ -42,7 +42,7 @@ _CACHE_VERSION = 1
 _FORMAT = 1
 # \w is letters, digits and "_" (unicode aware); "_" is not a word character for us.
 _SEPARATORS = re.compile(r"[^\w']+|_+")
-_FIX_VECTORS = "pass text.vectors=<path to .bin or .vec> or leave it null to train on the captions"
+_FIX_VECTORS = "pass featurizer.vectors=<path to .bin or .vec> or leave it null to train on the captions"
 
 # Training runs in a fresh interpreter because the fasttext 0.9.x wheel leaves most of the input
 # matrix uninitialised when thread=1: its values come from whatever the heap held before, so
@@ -87,7 +87,7 @@ class FastTextFeaturizer:
         lr: float = 0.005,
     ) -> None:
         if postprocess not in POSTPROCESS:
-            raise T2VError(f"text.postprocess={postprocess!r} is unknown; use one of {', '.join(POSTPROCESS)}")
+            raise T2VError(f"featurizer.postprocess={postprocess!r} is unknown; use one of {', '.join(POSTPROCESS)}")
         for name, value in (
             ("dim", dim),
             ("max_words", max_words),
@@ -96,9 +96,9 @@ class FastTextFeaturizer:
             ("min_count", min_count),
         ):
             if int(value) < 1:
-                raise T2VError(f"text.{name}={value} must be at least 1; set text.{name} to a positive integer")
+                raise T2VError(f"featurizer.{name}={value} must be at least 1; set it to a positive integer")
         if not lr > 0:
-            raise T2VError(f"text.lr={lr} must be positive; set text.lr to e.g. 0.005")
+            raise T2VError(f"featurizer.lr={lr} must be positive; set featurizer.lr to e.g. 0.005")
         self.vectors = None if vectors is None else str(vectors)
         self.dim, self.max_words, self.postprocess = int(dim), int(max_words), postprocess
         self.bucket, self.epochs = int(bucket), int(epochs)
@@ -155,7 +155,8 @@ class FastTextFeaturizer:
         raw = [v for v in map(self._raw_vector, words) if v is not None]
         if not raw:
             raise T2VError(
-                f"text.vectors={self.vectors} has no vector for any of the {len(words)} caption words; {_FIX_VECTORS}"
+                f"featurizer.vectors={self.vectors} has no vector for any of the {len(words)} caption words; "
+                f"{_FIX_VECTORS}"
             )
         self._mean = np.stack(raw).astype(np.float64).mean(axis=0)
         self._vocab_size = len(words)
@@ -286,12 +287,12 @@ class FastTextFeaturizer:
         if self._model is None and self._vec_index is None:
             raise T2VError(
                 "text: the featurizer has no word vectors yet; call fit(captions) before transform "
-                "(text.vectors is null, so it trains on the captions)"
+                "(featurizer.vectors is null, so it trains on the captions)"
             )
         if self.postprocess == "center_unit" and self._mean is None:
             raise T2VError(
-                "text.postprocess=center_unit needs the mean of the caption vocabulary; call "
-                "fit(captions) before transform, or set text.postprocess=unit"
+                "featurizer.postprocess=center_unit needs the mean of the caption vocabulary; call "
+                "fit(captions) before transform, or set featurizer.postprocess=unit"
             )
 
     def _raw_vector(self, word: str) -> np.ndarray | None:
@@ -326,20 +327,22 @@ class FastTextFeaturizer:
 
     def _open_vectors(self, path: Path) -> None:
         if not path.is_file():
-            raise T2VError(f"text.vectors={path} does not exist; {_FIX_VECTORS}")
+            raise T2VError(f"featurizer.vectors={path} does not exist; {_FIX_VECTORS}")
         suffix = path.suffix.lower()
         if suffix == ".bin":
             try:
                 model = fasttext.load_model(str(path))
             except ValueError as error:
-                raise T2VError(f"text.vectors={path} is not a fastText .bin model ({error}); {_FIX_VECTORS}") from None
+                raise T2VError(
+                    f"featurizer.vectors={path} is not a fastText .bin model ({error}); {_FIX_VECTORS}"
+                ) from None
             _check_dim(path, model.get_dimension(), self.dim)
             self._model, self._model_file = model, path
         elif suffix == ".vec":
             self._vec_index, self._vec_matrix = _read_vec(path, self.dim)
         else:
             raise T2VError(
-                f"text.vectors={path} has the unsupported suffix {path.suffix!r} "
+                f"featurizer.vectors={path} has the unsupported suffix {path.suffix!r} "
                 f"(fastText .bin or .vec expected); {_FIX_VECTORS}"
             )
 
@@ -366,7 +369,9 @@ class FastTextFeaturizer:
 
 def _check_dim(path: Path, found: int, expected: int) -> None:
     if found != expected:
-        raise T2VError(f"text.vectors={path} has {found}-d vectors but text.dim={expected}; set text.dim={found}")
+        raise T2VError(
+            f"featurizer.vectors={path} has {found}-d vectors but featurizer.dim={expected}; set featurizer.dim={found}"
+        )
 
 
 def _read_vec(path: Path, dim: int) -> tuple[dict[str, int], np.ndarray]:
@@ -374,7 +379,7 @@ def _read_vec(path: Path, dim: int) -> tuple[dict[str, int], np.ndarray]:
     with path.open(encoding="utf-8", errors="replace") as lines:
         header = next(lines, "").split()
         if len(header) != 2 or not all(h.isdigit() for h in header):
-            raise T2VError(f"text.vectors={path} does not start with a '<count> <dim>' header; {_FIX_VECTORS}")
+            raise T2VError(f"featurizer.vectors={path} does not start with a '<count> <dim>' header; {_FIX_VECTORS}")
         count, found = int(header[0]), int(header[1])
         _check_dim(path, found, dim)
         matrix = np.zeros((count, dim), dtype=np.float32)
@@ -386,7 +391,7 @@ def _read_vec(path: Path, dim: int) -> tuple[dict[str, int], np.ndarray]:
             values = numbers.split()
             if len(values) != dim or len(index) >= count:
                 raise T2VError(
-                    f"text.vectors={path} line {number} does not hold a word and {dim} numbers "
+                    f"featurizer.vectors={path} line {number} does not hold a word and {dim} numbers "
                     f"within the {count} the header announces; fix or re-export the file"
                 )
             # The first occurrence wins, as in fastText.

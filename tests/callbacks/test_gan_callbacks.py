@@ -203,7 +203,7 @@ def test_resume_replays_the_loss_history(tmp_path: Path) -> None:
 def test_stage1_samples_are_a_captioned_grid(tmp_path: Path) -> None:
     from t2v.models.stage1 import Stage1GAN
 
-    model = Stage1GAN(text_encoder=TEXT_ENCODER, size=16, width=0.0625, z_dim=8, c_dim=8)
+    model = Stage1GAN(text_encoder=TEXT_ENCODER, size=16, width=0.0625, generator={"z_dim": 8, "c_dim": 8})
     samples = GanSamples(every_n_steps=2, dirpath=str(tmp_path / "samples"), num_captions=3, num_per_caption=2)
     fit(tmp_path, model, [samples], steps=3)
     assert [p.name for p in samples.written] == ["step000002.png", "step000003.png"]  # every 2, and at the end
@@ -213,13 +213,13 @@ def test_stage1_samples_are_a_captioned_grid(tmp_path: Path) -> None:
     again = GanSamples(seed=0, num_captions=3, num_per_caption=2).fixed_inputs(
         SimpleNamespace(datamodule=Data()), model
     )
-    assert torch.equal(samples.inputs["noise"], again["noise"]) and samples.inputs["captions"] == again["captions"]
+    assert torch.equal(samples.inputs["z"], again["z"]) and samples.inputs["captions"] == again["captions"]
 
 
 def test_videogan_samples_are_a_gif_with_panels(tmp_path: Path) -> None:
     from t2v.models.videogan import VideoGAN
 
-    model = VideoGAN(frames=8, size=16, width=0.0625, noise_dim=4)
+    model = VideoGAN(frames=8, size=16, width=0.0625, generator={"noise_dim": 4})
     samples = GanSamples(every_n_steps=2, dirpath=str(tmp_path / "samples"), num_captions=2, num_per_caption=2, fps=5)
     fit(tmp_path, model, [samples], steps=2)
     gif = tmp_path / "samples" / "step000002.gif"

@@ -16,14 +16,13 @@ import torch
 from movie_fixtures import A1, A2, A4, A5, A6, B1, B2, B4, BETA, MovieTree, make_folder, make_lsmdc, make_mpii
 
 import t2v.data.prepare as prepare_module
-from t2v.cli import run_reporting_errors
-from t2v.cli.train import train
 from t2v.data.annotations import movie_of, read_folder, read_lsmdc, read_mpii
 from t2v.data.cache import INDEX, read_jsonl
 from t2v.data.movies import FolderDataModule, LSMDCDataModule, MPIIDataModule
 from t2v.data.video import ClipSpec, window_indices
-from t2v.errors import T2VError
-from t2v.models.siamese import caption_keys
+from t2v.errors import T2VError, run_reporting_errors
+from t2v.models.captions import caption_keys
+from t2v.pipeline.stage import train_stage
 from t2v.text.featurizer import FastTextFeaturizer
 
 from helpers import TINY_VAE, run_entry
@@ -304,7 +303,7 @@ def test_prepare_command(mpii: MovieTree, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "extra"),
-    [("vae", TINY_VAE), ("videogan", ["model.width=0.0625", "text.dim=32", "text.max_words=12"])],
+    [("vae", TINY_VAE), ("videogan", ["model.width=0.0625", "featurizer.dim=32", "featurizer.max_words=12"])],
 )
 def test_train_on_mpii(mpii: MovieTree, tmp_path_factory: pytest.TempPathFactory, stage: str, extra: list) -> None:
     shared = tmp_path_factory.getbasetemp() / "e2e"  # both stages share the cache, as users' runs do
@@ -323,7 +322,7 @@ def test_train_with_a_missing_root_says_so(compose_train, tmp_path: Path, capsys
     subprocess; tests/e2e covers the entry point's handling of such errors)."""
     cfg = compose_train("data=mpii", f"data.root={tmp_path / 'nope'}", "debug=limit", "logger=none")
     with pytest.raises(SystemExit) as exited:
-        run_reporting_errors(train, cfg)
+        run_reporting_errors(train_stage, cfg)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t2v: error:")]
     assert exited.value.code == 2 and len(errors) == 1
     assert f"data.root={tmp_path / 'nope'} does not exist" in errors[0]

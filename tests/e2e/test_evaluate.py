@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # The chain: experiment=quickstart (16 frames of 32x32) cut to a handful of batches by debug=limit.
 TINY = ["experiment=quickstart", "debug=limit", "logger=csv"]
 # Smaller caption features than the quickstart's 25 x 300 (a pipeline forwards these to every stage).
-TINY_TEXT = ["text.max_words=12", "text.dim=32"]
+TINY_TEXT = ["featurizer.max_words=12", "featurizer.dim=32"]
 # A probe that trains in a few seconds (it will not be trusted: the run must say so and still finish).
 TINY_PROBE = ["probe.max_steps=15", "probe.extra_clips=0", "probe.batch_size=16", "probe.video_widths=[8,16]",
               "probe.image_widths=[8,16]", "probe.appearance_frames=2"]  # fmt: skip
@@ -44,8 +44,8 @@ def evaluation(chain: Path) -> tuple[Path, str]:
 
 
 def compose_evaluate(root: Path, *overrides: str) -> DictConfig:
-    """conf/evaluate/evaluate.yaml composed as evaluate.py composes it, with its paths inside ``root``."""
-    return compose_app("evaluate/evaluate", *overrides, output_dir=root / "run", cwd=root)
+    """conf/evaluate.yaml composed as evaluate.py composes it, with its paths inside ``root``."""
+    return compose_app("evaluate", *overrides, output_dir=root / "run", cwd=root)
 
 
 def test_evaluate_writes_metrics_table_and_logs(evaluation: tuple[Path, str], chain: Path) -> None:

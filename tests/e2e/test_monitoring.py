@@ -20,7 +20,7 @@ from helpers import ROOT, compose_app, run_entry
 
 pytestmark = pytest.mark.slow
 
-TEXT = ["text.max_words=12", "text.dim=32"]
+TEXT = ["featurizer.max_words=12", "featurizer.dim=32"]
 TINY = ["experiment=quickstart", "debug=limit", "data.num_clips=96", "data.batch_size=8", *TEXT]
 # Any two positive losses meet these: the stop comes at exactly min_steps.
 STOP_EARLY = ["callbacks.gan_stopping.window=2", "callbacks.gan_stopping.tolerance=1.01",
@@ -35,10 +35,10 @@ def paths_in(root: Path) -> list[str]:
 
 def train_in_process(root: Path, name: str, *overrides: str) -> None:
     """A tiny upstream stage, in this process (no interpreter start), composed as train.py would."""
-    from t2v.cli.train import train
+    from t2v.pipeline.stage import train_stage
 
     try:
-        train(compose_app("train", *overrides, output_dir=root / name, cwd=root))
+        train_stage(compose_app("train", *overrides, output_dir=root / name, cwd=root))
     finally:
         GlobalHydra.instance().clear()
 
@@ -138,7 +138,7 @@ def read_wandb_run(path: Path) -> dict[str, Any]:
 def test_videogan_ddp_run_on_wandb_and_csv(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # A video GAN without text needs no upstream stage; 8 frames of 16x16 keep it quick.
-    result = run_entry("train.py", "stage=videogan", *TINY, "model.text_conditioning=false", "data.frames=8",
+    result = run_entry("train.py", "stage=videogan", *TINY, "model.text.parts=[]", "data.frames=8",
                        "data.size=16", "model.width=0.0625", "trainer=ddp_cpu", "logger=[wandb,csv]", *STOP_EARLY,
                        "callbacks.gan_stopping.min_steps=4", "trainer.max_epochs=-1", "trainer.max_steps=20",
                        "callbacks.gan_samples.every_n_steps=2", "callbacks.gan_samples.fps=5", "tags=[monitoring]",

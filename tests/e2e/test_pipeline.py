@@ -101,10 +101,10 @@ def test_missing_upstream_prints_the_command_that_makes_it(tmp_path: Path) -> No
 
 
 def test_dimension_contract_is_checked_before_training(chain: Path, tmp_path: Path) -> None:
-    result = run_entry("train.py", "stage=siamese", *TINY, "text.max_words=10", f"hydra.run.dir={tmp_path / 'r'}",
+    result = run_entry("train.py", "stage=siamese", *TINY, "featurizer.max_words=10", f"hydra.run.dir={tmp_path / 'r'}",
                        *paths_in(chain), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
-    assert "text.max_words=10 but the upstream featurizer" in result.stderr
+    assert "featurizer.max_words=10 but the upstream featurizer" in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 

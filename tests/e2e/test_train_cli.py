@@ -79,7 +79,7 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     result = run_entry(
         "train.py",
         "debug=limit",
-        "text.vectors=/nope/wiki.en.vec",
+        "featurizer.vectors=/nope/wiki.en.vec",
         "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}",
         *paths_in(tmp_path),

@@ -18,15 +18,15 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     assert siamese.model.loss == "contrastive" and siamese.model.final_relu is True and siamese.model.margin == 1.0
     assert siamese.model.word_mean is False  # the text reaches the embedding through the VAE alone
     assert siamese.model.dropout == 0.5  # the original heads' dropout
-    stage1 = compose_train("experiment=seed_2017", "stage=stage1")
-    assert stage1.model.kl_weight == 1.0 and stage1.model.match_weight == 0.0
-    assert (stage1.model.text_code, stage1.model.d_head, stage1.model.spectral_norm) == (False, "concat", False)
-    assert (stage1.model.text_balance, stage1.model.read_weight, stage1.model.text_parts) == (False, 0.0, None)
-    assert list(stage1.data.contrast) == []  # random wrong captions only, as published
+    stage1 = compose_train("experiment=seed_2017", "stage=stage1").model
+    assert stage1.losses == {"gan": "bce", "kl": 1.0, "read": 0.0}  # D alone judges the text match
+    assert stage1.discriminator == {"head": "concat", "spectral_norm": False}
+    assert stage1.text == {"parts": ["embedding"], "balance": False}  # the siamese embedding, as it comes
+    assert list(compose_train("experiment=seed_2017", "stage=stage1").data.contrast) == []  # random wrong captions
     videogan = compose_train("experiment=seed_2017", "stage=videogan")
     m = videogan.model
-    assert (m.text_conditioning, m.text_code, m.noise_dim, m.clip_l1, m.recon_weight) == (False, False, 0, 0.0, 10.0)
-    assert (m.skips, m.warp, m.rigid_flow) == (False, False, False)
+    assert m.generator == {"noise_dim": 0, "skips": False, "background": "generated", "flow_stride": 1}
+    assert list(m.text.parts) == [] and (m.losses.clip_l1, m.losses.recon_l1, m.losses.mask_l1) == (0.0, 10.0, 0.0)
     assert videogan.stage.upstream.siamese is None  # its D sees no text, so it needs no text encoder
     quickstart = compose_train("experiment=quickstart", "stage=videogan")
     assert (videogan.data.frames, videogan.data.size, videogan.data.num_clips) == (16, 32, 4000)
@@ -36,7 +36,7 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
 def test_the_quickstart_stage1_reads_the_word_mean_its_siamese_stage_gives(compose_train) -> None:
     stage1 = compose_train("experiment=quickstart", "stage=stage1")
     siamese = compose_train("experiment=quickstart", "stage=siamese")
-    assert list(stage1.model.text_parts) == ["word_mean"] and stage1.model.match_weight == 0.0
+    assert list(stage1.model.text.parts) == ["word_mean"]
     assert siamese.model.word_mean is True
 
 
@@ -45,8 +45,8 @@ def test_t2v_reuses_the_quickstart_settings_with_longer_training_and_a_rigid_war
     t2v = compose_train("experiment=t2v", f"stage={stage}")
     quickstart = compose_train("experiment=quickstart", f"stage={stage}")
     if stage == "videogan":  # t2v's video GAN moves its input frame whole; the quickstart's flow bends it
-        assert (t2v.model.rigid_flow, quickstart.model.rigid_flow, quickstart.model.warp) == (True, False, True)
-        t2v.model.rigid_flow = False
+        assert (t2v.model.generator.background, quickstart.model.generator.background) == ("translation", "flow")
+        t2v.model.generator.background = "flow"
     assert t2v.model == quickstart.model and t2v.data == quickstart.data
     if stage in ("stage1", "videogan"):
         assert t2v.trainer.max_steps == 2 * quickstart.trainer.max_steps
@@ -62,7 +62,7 @@ def test_evaluation_composes_the_data_training_does(compose_train, experiment: s
     trained = compose_train(f"experiment={experiment}", "debug=limit", "stage=videogan")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        evaluation = compose("evaluate/evaluate", overrides=[f"experiment={experiment}", "debug=limit"])
+        evaluation = compose("evaluate", overrides=[f"experiment={experiment}", "debug=limit"])
     GlobalHydra.instance().clear()
     keep = ("num_clips", "frames", "size", "held_out", "seed", "val_fraction", "test_fraction", "vocabulary")
     assert {k: OmegaConf.to_container(evaluation.data)[k] for k in keep} == {

@@ -14,6 +14,7 @@ from t2v.errors import T2VError
 from t2v.models.siamese import (
     RECALL_AT,
     SiameseEmbedding,
+    TextInput,
     contrastive_loss,
     frame_indices,
     retrieval_recall,
@@ -114,21 +115,14 @@ def test_checkpoint_reloads_without_extras_and_upstream_weights_load(tmp_path) -
     assert torch.equal(reloaded.text_encoder(text), model.eval().text_encoder(text))
 
 
-def test_the_manifest_describes_both_branches_and_the_objective() -> None:
-    from t2v.models.siamese import ImageEncoder, embedding_loss
+def test_the_manifest_describes_the_text_branch_the_later_stages_rebuild() -> None:
+    from t2v.models.siamese import TextEncoder
 
     model = tiny()
     record = model.export_artifact(Path("."), None)
-    image = ImageEncoder(**record["image_encoder"])
-    assert [p.shape for p in image.parameters()] == [p.shape for p in model.image_encoder.parameters()]
-    objective = record["objective"]
-    assert objective["kind"] == model.hparams.loss
-    text, images = torch.randn(6, model.hparams.embed_dim), torch.randn(6, model.hparams.embed_dim)
-    keys = torch.arange(6)[:, None]
-    assert torch.equal(
-        embedding_loss(objective["kind"], text, images, keys, objective["margin"], objective["temperature"]),
-        model.loss(text, images, keys),
-    )
+    encoder = TextEncoder(**record["text_encoder"])
+    assert [p.shape for p in encoder.parameters()] == [p.shape for p in model.text_encoder.parameters()]
+    assert record["dims"] == {"embedding": model.hparams.embed_dim}
 
 
 def test_word_mean_skips_the_padding_slots() -> None:
@@ -144,9 +138,10 @@ def test_word_mean_joins_the_vae_code_in_the_head_and_the_code_and_survives_relo
     model = tiny(word_mean=True).eval()
     text = ColourClips(4).text
     mu, _ = model.text_encoder.vae.encode(text)
-    with_code = model.text_encoder(text, with_code=True)
+    every_part = ["embedding", "vae_code", "word_mean"]
+    with_code = model.text_encoder(text, parts=every_part)
     embed_dim, latent, word_dim = 8, VAE["latent_dim"], VAE["word_dim"]
-    assert with_code.shape == (4, model.text_encoder.out_dim(with_code=True)) == (4, embed_dim + latent + word_dim)
+    assert with_code.shape == (4, model.text_encoder.out_dim(every_part)) == (4, embed_dim + latent + word_dim)
     assert torch.equal(with_code[:, embed_dim : embed_dim + latent], mu)
     assert torch.equal(with_code[:, embed_dim + latent :], word_mean(text, word_dim))
     # The head reads the word mean beside the VAE code.
@@ -154,7 +149,7 @@ def test_word_mean_joins_the_vae_code_in_the_head_and_the_code_and_survives_relo
 
     rebuilt = TextEncoder(**model.text_encoder_hparams())
     rebuilt.load_state_dict(model.text_encoder.state_dict())
-    assert torch.equal(rebuilt.eval()(text, with_code=True), with_code)
+    assert torch.equal(rebuilt.eval()(text, parts=every_part), with_code)
     assert tiny().text_encoder_hparams()["word_mean"] is False  # off as published
 
 
@@ -165,7 +160,7 @@ def test_text_parts_pick_the_parts_by_name_in_the_order_given() -> None:
     assert torch.equal(encoder(text, parts=["vae_code"]), mu)
     assert torch.equal(encoder(text, parts=["word_mean"]), mean)
     assert torch.equal(encoder(text, parts=["word_mean", "embedding"]), torch.cat([mean, embedding], dim=1))
-    assert torch.equal(encoder(text, parts=["embedding", "vae_code", "word_mean"]), encoder(text, with_code=True))
+    assert torch.equal(encoder(text), embedding)  # the embedding alone by default
     assert encoder.out_dim(parts=["vae_code", "word_mean"]) == VAE["latent_dim"] + VAE["word_dim"]
     torch.testing.assert_close(encoder(text, parts=["word_mean"], balanced=True).pow(2).mean(1), torch.ones(4))
     encoder.vae.encode = None  # reading the word mean alone needs no VAE pass
@@ -173,25 +168,30 @@ def test_text_parts_pick_the_parts_by_name_in_the_order_given() -> None:
 
 
 @pytest.mark.parametrize(
-    ("word_mean", "parts", "message"),
+    ("parts", "message"),
     [
-        (True, ["words"], r"model.text_parts: 'words' is unknown; pick from \['embedding', 'vae_code', 'word_mean'\]"),
-        (False, ["word_mean"], r"model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean"),
-        (True, [], r"model.text_parts=\[\] must be a non-empty list, e.g. model.text_parts=\[word_mean\]"),
-        (True, "word_mean", r"model.text_parts='word_mean' must be a non-empty list"),  # an override without brackets
-        (True, ["word_mean", "word_mean"], r"names a part twice"),
+        (["words"], r"model.text.parts: 'words' is unknown; pick from \['embedding', 'vae_code', 'word_mean'\]"),
+        ("word_mean", r"model.text.parts='word_mean' must be a list, e.g. model.text.parts=\[word_mean\]"),
+        (["word_mean", "word_mean"], r"names a part twice"),
     ],
 )
-def test_text_parts_name_a_part_the_encoder_cannot_give(word_mean: bool, parts: list[str], message: str) -> None:
+def test_text_parts_are_a_list_of_known_parts_each_named_once(parts: list[str], message: str) -> None:
     with pytest.raises(T2VError, match=message):
-        tiny(word_mean=word_mean).text_encoder.check_parts(parts)
+        TextInput(parts=parts)
+    assert TextInput(parts=["word_mean", "embedding"]).parts == ["word_mean", "embedding"]
+
+
+def test_the_word_mean_is_a_part_only_of_a_siamese_stage_that_reads_it() -> None:
+    with pytest.raises(T2VError, match=r"model.text.parts: 'word_mean' needs a siamese stage trained with model.word"):
+        tiny(word_mean=False).text_encoder.check_parts(["word_mean"])
+    tiny(word_mean=True).text_encoder.check_parts(["word_mean"])
 
 
 def test_balanced_text_puts_every_part_at_unit_rms_and_keeps_its_direction() -> None:
     model = tiny(word_mean=True).eval()
     text = ColourClips(4).text
-    plain = model.text_encoder(text, with_code=True)
-    balanced = model.text_encoder(text, with_code=True, balanced=True)
+    plain = model.text_encoder(text, parts=["embedding", "vae_code", "word_mean"])
+    balanced = model.text_encoder(text, parts=["embedding", "vae_code", "word_mean"], balanced=True)
     cuts = [0, 8, 8 + VAE["latent_dim"], plain.shape[1]]  # embedding | VAE code | word mean
     for start, end in zip(cuts[:-1], cuts[1:], strict=True):
         part = balanced[:, start:end]

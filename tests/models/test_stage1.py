@@ -1,10 +1,13 @@
-"""StackGAN stage-I: shapes, the matching-aware loss, the CA KL, training, EMA, bf16 and checkpoint reload."""
+"""StackGAN stage-I: shapes, the option groups, the matching-aware loss, the CA KL, training, EMA, bf16, sampling
+and checkpoint reload."""
 
 from __future__ import annotations
 
 import copy
 import inspect
 import math
+import re
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +16,16 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from t2v.errors import T2VError
-from t2v.models.siamese import without_other_matches
-from t2v.models.stage1 import Stage1GAN, kl_divergence
+from t2v.models.captions import without_other_matches
+from t2v.models.gan import Ema, Optim
+from t2v.models.siamese import TextInput
+from t2v.models.stage import StageModule
+from t2v.models.stage1 import Discriminator, Generator, Losses, Stage1GAN, kl_divergence
 
 WORD_DIM, MAX_WORDS, EMBED_DIM = 8, 4, 16
 TEXT_ENCODER = {
@@ -30,7 +37,7 @@ FRAMES, BATCH = 3, 4
 
 
 def tiny_model(**kwargs: Any) -> Stage1GAN:
-    defaults = dict(text_encoder=TEXT_ENCODER, size=16, width=0.0625, z_dim=8, c_dim=8)
+    defaults = dict(text_encoder=TEXT_ENCODER, size=16, width=0.0625, generator={"z_dim": 8, "c_dim": 8})
     return Stage1GAN(**{**defaults, **kwargs})
 
 
@@ -41,7 +48,7 @@ def assert_reloads_the_same(model: Stage1GAN, text: Tensor, tmp_path: Path) -> N
     trainer.strategy.connect(model)
     trainer.save_checkpoint(path)
     loaded = Stage1GAN.load_from_checkpoint(path)
-    z = torch.randn(len(text), model.hparams.z_dim)
+    z = torch.randn(len(text), model.z_dim)
     assert torch.equal(loaded.generate(text, z), model.generate(text, z))
 
 
@@ -110,7 +117,7 @@ def test_output_shapes(size: int, width: float) -> None:
 
 
 def test_published_widths() -> None:
-    model = tiny_model(size=64, width=1.0, z_dim=100, c_dim=128)
+    model = tiny_model(size=64, width=1.0, generator={"z_dim": 100, "c_dim": 128})
     assert model.generator.net.ngf == 1024
     assert model.discriminator.body[0].out_channels == 64
     assert model.generator.net.ups[-1][1].out_channels == 64
@@ -128,6 +135,47 @@ def test_frame_is_configurable_and_checked() -> None:
     assert torch.equal(tiny_model(frame=1).target_images(batch), batch["video"][:, :, 1])
     with pytest.raises(T2VError, match="model.frame"):
         tiny_model(frame=FRAMES).target_images(batch)
+
+
+def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:
+    model = tiny_model(optim={"lr_g": 1e-3}, losses={"gan": "hinge"}, ema={"decay": 0.5})
+    assert (model.optim, model.ema) == (Optim(lr_g=1e-3), Ema(decay=0.5))
+    assert model.losses == Losses(gan="hinge") and model.gan.kind == "hinge"
+    assert model.text_input == TextInput() and model.z_dim == 8
+    # Every key of every group is saved, so the checkpoint means the same whatever the defaults become.
+    hp = model.hparams
+    assert hp.generator == {"z_dim": 8, "c_dim": 8}
+    assert hp.discriminator == {"head": "concat", "spectral_norm": False}
+    assert hp.text == {"parts": ["embedding"], "balance": False}
+    assert hp.losses == {"gan": "hinge", "kl": 1.0, "read": 0.0}
+    assert hp.optim == {"lr_g": 1e-3, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_steps": 1, "clip_grad_norm": None}
+    assert hp.ema == {"decay": 0.5, "start": 0}
+    opt_g, opt_d = model.configure_optimizers()
+    assert (opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]) == (1e-3, 2e-4)
+    assert opt_g.param_groups[0]["betas"] == (0.5, 0.999)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"generator": {"zdim": 8}}, "model.generator.zdim is not an option; model.generator takes z_dim, c_dim"),
+        ({"discriminator": {"d_head": "concat"}},
+         "model.discriminator.d_head is not an option; model.discriminator takes head, spectral_norm"),
+        ({"text": {"text_code": True}}, "model.text.text_code is not an option; model.text takes parts, balance"),
+        ({"losses": {"kl_weight": 2.0}}, "model.losses.kl_weight is not an option; model.losses takes gan, kl, read"),
+        ({"optim": {"lr": 1e-3}},
+         "model.optim.lr is not an option; model.optim takes lr_g, lr_d, betas, d_steps, clip_grad_norm"),
+        ({"ema": {"ema_decay": 0.9}}, "model.ema.ema_decay is not an option; model.ema takes decay, start"),
+        ({"generator": {"z_dim": 0}}, "model.generator.z_dim=0 must be 1 or more"),
+        ({"losses": {"kl": -1}}, "model.losses.kl=-1 must be 0 or more"),
+        ({"losses": {"gan": "wgan"}}, "model.losses.gan='wgan' is unknown; use one of bce, hinge"),
+        ({"optim": {"d_steps": 0}}, "model.optim.d_steps=0 must be 1 or more"),
+        ({"ema": {"decay": 1.0}}, "model.ema.decay=1.0 must be in [0, 1)"),
+    ],
+)  # fmt: skip
+def test_bad_group_values_are_clear_errors(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(T2VError, match=re.escape(message)):
+        tiny_model(**options)
 
 
 class OracleD(nn.Module):
@@ -152,9 +200,9 @@ class OracleD(nn.Module):
 CODES = torch.tensor([0.25, 0.75])
 
 
-def oracle_setup(n: int = 8) -> tuple[Stage1GAN, dict[str, Any]]:
+def oracle_setup(n: int = 8, **options: Any) -> tuple[Stage1GAN, dict[str, Any]]:
     """Two kinds of caption in a batch of n: a plain shift or random pairing would often pick the same kind."""
-    model = tiny_model()
+    model = tiny_model(**options)
     shape = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])[:n]
     batch = batch_of(n, shape=shape)
     code = CODES[shape]
@@ -203,9 +251,8 @@ def test_wrong_indices_pick_different_labels() -> None:
 
 
 def test_generator_loss_adds_weighted_kl() -> None:
-    model, batch = oracle_setup()
     for kl_weight in (1.0, 2.0):
-        model.hparams.kl_weight = kl_weight
+        model, batch = oracle_setup(losses={"kl": kl_weight})
         terms = model.generator_terms(batch)
         assert terms["kl"] > 0
         assert (terms["g_loss"] - kl_weight * terms["kl"]).item() == pytest.approx(
@@ -225,7 +272,7 @@ def test_kl_matches_hand_computation() -> None:
 
 @pytest.mark.parametrize(("d_steps", "batches"), [(1, 3), (2, 2)])
 def test_training_updates_g_and_d_but_not_the_text_encoder(d_steps: int, batches: int) -> None:
-    model = tiny_model(d_steps=d_steps)
+    model = tiny_model(optim={"d_steps": d_steps})
     text, gen, disc = snapshot(model.text_encoder), snapshot(model.generator), snapshot(model.discriminator)
     trainer = fit(model, batches)
     assert int(model.gan_step) == batches
@@ -244,13 +291,13 @@ def test_training_updates_g_and_d_but_not_the_text_encoder(d_steps: int, batches
 
 
 def test_max_steps_counts_optimizer_steps() -> None:
-    model = tiny_model(d_steps=2)
+    model = tiny_model(optim={"d_steps": 2})
     trainer = fit(model, 4, max_steps=6, max_epochs=-1)
     assert (int(model.gan_step), trainer.global_step) == (2, 6)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = tiny_model(ema_decay=0.5, frame=-1, kl_weight=2.0)
+    model = tiny_model(ema={"decay": 0.5}, frame=-1, losses={"kl": 2.0})
     trainer = fit(model, 2)
     path = tmp_path / "stage1.ckpt"
     trainer.save_checkpoint(path)
@@ -261,7 +308,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert torch.equal(loaded.eval().generate(features, z), expected)
     assert int(loaded.gan_step) == 2
     # `frame` is a name Lightning's save_hyperparameters() skips on its own; it must survive anyway.
-    assert (loaded.hparams.frame, loaded.hparams.kl_weight) == (-1, 2.0)
+    assert (loaded.hparams.frame, loaded.hparams.losses["kl"], loaded.hparams.generator["z_dim"]) == (-1, 2.0, 8)
+    for group in ("losses", "ema", "optim", "text_input"):
+        assert getattr(loaded, group) == getattr(model, group), group
     assert loaded.export_artifact(tmp_path, None) == {"dims": {"image_size": 16, "embedding": EMBED_DIM}}
 
 
@@ -278,7 +327,7 @@ def test_generate_uses_ca_mean_and_leaves_bn_stats_alone() -> None:
 
 
 def test_ema_keeps_a_separate_generator() -> None:
-    model = tiny_model(ema_decay=0.9)
+    model = tiny_model(ema={"decay": 0.9})
     assert model.sampling_generator is not model.generator
     start = snapshot(model.sampling_generator)
     fit(model, 3)
@@ -302,83 +351,65 @@ def test_upstream_hooks(tmp_path: Path) -> None:
         p.data.normal_()
     path = tmp_path / "siamese.ckpt"
     torch.save({"state_dict": {f"text_encoder.{k}": v for k, v in source.text_encoder.state_dict().items()}}, path)
-    manifests = {"siamese": {"text_encoder": copy.deepcopy(TEXT_ENCODER), "checkpoint": str(path)}}
+    # An older siamese manifest also records its image encoder: stage-I takes the text encoder alone.
+    manifests = {"siamese": {"text_encoder": copy.deepcopy(TEXT_ENCODER), "image_encoder": {"widths": [4]},
+                             "checkpoint": str(path)}}  # fmt: skip
+    assert Stage1GAN.upstream_kwargs(manifests) == {"text_encoder": TEXT_ENCODER}
     model = Stage1GAN(**Stage1GAN.upstream_kwargs(manifests), size=16, width=0.0625)
+    assert isinstance(model, StageModule)
     model.load_upstream(manifests)
     features = torch.randn(3, MAX_WORDS * WORD_DIM)
     assert torch.equal(model.embed_text(features), source.eval().embed_text(features))
 
 
+def test_sampling_inputs_are_repeatable_and_sample_generates_from_them() -> None:
+    model = tiny_model()
+    batch = batch_of(BATCH)
+    inputs = model.sampling_inputs(batch, torch.Generator().manual_seed(0))
+    assert set(inputs) == {"text", "z"} and inputs["z"].shape == (BATCH, 8)
+    assert torch.equal(inputs["text"], batch["text"])
+    # The same noise generator seed draws the same z; another seed, another z.
+    assert torch.equal(model.sampling_inputs(batch, torch.Generator().manual_seed(0))["z"], inputs["z"])
+    assert not torch.equal(model.sampling_inputs(batch, torch.Generator().manual_seed(1))["z"], inputs["z"])
+    samples = model.sample(inputs)
+    assert set(samples) == {"image"}
+    assert torch.equal(samples["image"], model.generate(batch["text"], inputs["z"]))
+
+
+GROUPS = {"generator": Generator, "discriminator": Discriminator, "text": TextInput, "losses": Losses,
+          "optim": Optim, "ema": Ema}  # fmt: skip
+
+
+def saved_form(value: Any) -> Any:
+    """A default as the hyper-parameters hold it (tuples become lists)."""
+    if isinstance(value, dict):
+        return {k: saved_form(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
+
+
 def test_config_matches_the_constructor(compose_train) -> None:
     cfg = compose_train("stage=stage1", "data.size=32")
+    defaults = {k: v.default for k, v in inspect.signature(Stage1GAN.__init__).parameters.items() if k != "self"}
+    assert set(cfg.model) - {"_target_"} == set(defaults) - {"text_encoder"}  # text_encoder: from upstream
+    assert {key for key, value in cfg.model.items() if isinstance(value, DictConfig)} == set(GROUPS)
+    for group, kind in GROUPS.items():
+        assert set(cfg.model[group]) == {f.name for f in fields(kind)}, group
     model = instantiate(cfg.model, text_encoder=TEXT_ENCODER, _convert_="all")
     assert isinstance(model, Stage1GAN)
-    defaults = {k: v.default for k, v in inspect.signature(Stage1GAN.__init__).parameters.items() if k != "self"}
-    upstream = {"text_encoder", "image_encoder", "objective"}
-    assert set(cfg.model) - {"_target_"} == set(defaults) - upstream
-    for key, value in model.hparams.items():
-        if key not in (*upstream, "size"):
-            assert value == (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]), key
+    # The config's values are the constructor's and the groups' defaults.
+    for group, kind in GROUPS.items():
+        assert model.hparams[group] == saved_form(asdict(kind())), group
+    for key in ("frame", "width"):
+        assert model.hparams[key] == defaults[key], key
     assert model.hparams.size == 32
 
 
-IMAGE_ENCODER = {"widths": [4, 8], "hidden_dim": 16, "embed_dim": EMBED_DIM, "dropout": 0.0, "final_relu": False}
-OBJECTIVE = {"kind": "infonce", "margin": 1.0, "temperature": 0.1}
-
-
-def test_match_weight_needs_the_siamese_image_encoder() -> None:
-    with pytest.raises(T2VError, match="model.match_weight > 0 needs the siamese image encoder"):
-        tiny_model(match_weight=1.0)
-    with pytest.raises(T2VError, match="model.match_weight=-1"):
-        tiny_model(match_weight=-1.0, image_encoder=IMAGE_ENCODER, objective=OBJECTIVE)
-    assert tiny_model(image_encoder=IMAGE_ENCODER, objective=OBJECTIVE).image_encoder is None  # off: not built
-
-
-@pytest.mark.parametrize("kind", ["infonce", "contrastive", "triplet"])
-@pytest.mark.parametrize(("text_code", "text_balance"), [(False, False), (True, False), (True, True)])
-def test_match_loss_reaches_g_and_leaves_the_image_encoder_frozen(
-    kind: str, text_code: bool, text_balance: bool
-) -> None:
-    torch.manual_seed(0)
-    objective = {**OBJECTIVE, "kind": kind}
-    model = tiny_model(
-        match_weight=2.0, image_encoder=IMAGE_ENCODER, objective=objective, text_code=text_code,
-        text_balance=text_balance,
-    )  # fmt: skip
-    model.train()
-    assert not model.image_encoder.training
-    assert not any(p.requires_grad for p in model.image_encoder.parameters())
-    terms = model.generator_terms(batch_of(BATCH))
-    assert terms["match"] > 0
-    terms["g_loss"].backward()
-    assert all(p.grad is not None for p in model.generator.net.to_rgb.parameters())
-    assert all(p.grad is None for p in model.image_encoder.parameters())
-
-
-def test_upstream_hooks_load_the_image_encoder(tmp_path: Path) -> None:
-    from t2v.models.siamese import ImageEncoder
-
-    source = ImageEncoder(**IMAGE_ENCODER)
-    for p in source.parameters():
-        p.data.normal_()
-    text = tiny_model().text_encoder
-    path = tmp_path / "siamese.ckpt"
-    state = {f"text_encoder.{k}": v for k, v in text.state_dict().items()}
-    state |= {f"image_encoder.{k}": v for k, v in source.state_dict().items()}
-    torch.save({"state_dict": state}, path)
-    manifests = {"siamese": {"text_encoder": copy.deepcopy(TEXT_ENCODER), "image_encoder": IMAGE_ENCODER,
-                             "objective": OBJECTIVE, "checkpoint": str(path)}}  # fmt: skip
-    model = Stage1GAN(**Stage1GAN.upstream_kwargs(manifests), match_weight=1.0, size=16, width=0.0625)
-    model.load_upstream(manifests)
-    images = torch.rand(2, 3, 16, 16)
-    assert torch.equal(model.image_encoder(images), source.eval()(images))
-
-
-@pytest.mark.parametrize("d_head", ["concat", "projection"])
+@pytest.mark.parametrize("head", ["concat", "projection"])
 @pytest.mark.parametrize("spectral_norm", [False, True])
-def test_discriminator_heads_score_every_pair_and_train(d_head: str, spectral_norm: bool) -> None:
+def test_discriminator_heads_score_every_pair_and_train(head: str, spectral_norm: bool) -> None:
     torch.manual_seed(0)
-    model = tiny_model(d_head=d_head, spectral_norm=spectral_norm)
+    model = tiny_model(discriminator={"head": head, "spectral_norm": spectral_norm})
+    assert model.discriminator.join_text == getattr(model.discriminator, f"{head}_logits")  # chosen once
     batch = batch_of(BATCH)
     embedding = model.embed_text(batch["text"])
     features = model.discriminator.features(batch["video"][:, :, 0])
@@ -393,13 +424,14 @@ def test_discriminator_heads_score_every_pair_and_train(d_head: str, spectral_no
 
 
 def test_unknown_discriminator_head_is_a_clear_error() -> None:
-    with pytest.raises(T2VError, match=r"model.d_head='film' is unknown; use one of concat, projection"):
-        tiny_model(d_head="film")
+    with pytest.raises(T2VError, match=r"model.discriminator.head='film' is unknown; use one of concat, projection"):
+        tiny_model(discriminator={"head": "film"})
 
 
-def test_text_code_joins_the_vae_code_and_survives_reload(tmp_path: Path) -> None:
+def test_vae_code_part_joins_the_embedding_and_survives_reload(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = tiny_model(text_code=True, d_head="projection", spectral_norm=True)
+    model = tiny_model(text={"parts": ["embedding", "vae_code"]},
+                       discriminator={"head": "projection", "spectral_norm": True})  # fmt: skip
     batch = batch_of(BATCH)
     latent = TEXT_ENCODER["vae"]["latent_dim"]
     embedding = model.embed_text(batch["text"])
@@ -412,21 +444,35 @@ def test_text_code_joins_the_vae_code_and_survives_reload(tmp_path: Path) -> Non
 def test_text_parts_choose_what_g_and_d_read_and_survive_reload(tmp_path: Path) -> None:
     torch.manual_seed(0)
     encoder = {**TEXT_ENCODER, "word_mean": True}
-    model = tiny_model(text_encoder=encoder, text_parts=["word_mean"], text_code=True)  # the parts win
+    model = tiny_model(text_encoder=encoder, text={"parts": ["word_mean"]})
     batch = batch_of(BATCH)
     assert torch.equal(model.embed_text(batch["text"]), model.text_encoder(batch["text"], parts=["word_mean"]))
     assert model.generator.ca.fc.in_features == WORD_DIM
     assert_reloads_the_same(model, batch["text"], tmp_path)
     with pytest.raises(
-        T2VError, match="model.text_parts: 'word_mean' needs a siamese stage trained with model.word_mean"
+        T2VError, match="model.text.parts: 'word_mean' needs a siamese stage trained with model.word_mean"
     ):
-        tiny_model(text_parts=["word_mean"])
+        tiny_model(text={"parts": ["word_mean"]})
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        (["words"], "model.text.parts: 'words' is unknown; pick from ['embedding', 'vae_code', 'word_mean']"),
+        ("word_mean", "model.text.parts='word_mean' must be a list, e.g. model.text.parts=[word_mean]"),
+        (["vae_code", "vae_code"], "model.text.parts=['vae_code', 'vae_code'] names a part twice"),
+        ([], "model.text.parts=[] leaves stage-I without its sentence"),
+    ],
+)
+def test_bad_text_parts_are_clear_errors(parts: Any, message: str) -> None:
+    with pytest.raises(T2VError, match=re.escape(message)):
+        tiny_model(text={"parts": parts})
 
 
 def test_read_weight_makes_d_tell_which_caption_a_real_image_shows_and_asks_g_for_images_it_matches() -> None:
     torch.manual_seed(0)
     assert tiny_model().discriminator.image_reading is None  # off as published
-    model = tiny_model(read_weight=2.0, text_code=True, text_balance=True)
+    model = tiny_model(losses={"read": 2.0}, text={"parts": ["embedding", "vae_code"], "balance": True})
     batch = batch_of(BATCH)  # captions of two kinds (labels): rows of the same kind are not wrong for each other
     keys = torch.stack([batch["labels"][k] for k in sorted(batch["labels"])], dim=1)
     embedding = model.embed_text(batch["text"])
@@ -446,18 +492,18 @@ def test_read_weight_makes_d_tell_which_caption_a_real_image_shows_and_asks_g_fo
 
     model.zero_grad()
     g_terms = model.generator_terms(batch)
-    total = g_terms["g_adv"] + model.hparams.kl_weight * g_terms["kl"] + 2.0 * g_terms["g_read"]
+    total = g_terms["g_adv"] + model.losses.kl * g_terms["kl"] + 2.0 * g_terms["g_read"]
     assert g_terms["g_loss"].item() == pytest.approx(total.item(), rel=1e-5)
     g_terms["g_loss"].backward()
     assert all(p.grad is not None for p in model.generator.net.to_rgb.parameters())
 
-    with pytest.raises(T2VError, match=r"model.read_weight=-1.0 must be 0 or more"):
-        tiny_model(read_weight=-1.0)
+    with pytest.raises(T2VError, match=r"model.losses.read=-1.0 must be 0 or more"):
+        tiny_model(losses={"read": -1.0})
 
 
 def test_contrast_captions_are_one_more_wrong_caption_in_d_reading() -> None:
     torch.manual_seed(0)
-    model = tiny_model(read_weight=1.0)
+    model = tiny_model(losses={"read": 1.0})
     batch = batch_of(BATCH)
     keys = torch.stack([batch["labels"][k] for k in sorted(batch["labels"])], dim=1)
     embedding = model.embed_text(batch["text"])

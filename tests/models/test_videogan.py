@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from t2v.errors import T2VError
-from t2v.models.videogan import VideoGAN, border_colour, warp_frames
+from t2v.models.stage import StageModule
+from t2v.models.videogan import VideoGAN, VideoGenerator, border_colour, warp_frames
 
 # The frozen text encoder stays in eval mode on purpose; Lightning warns about that at fit start.
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*module\(s\) in eval mode.*")
@@ -26,6 +27,8 @@ TEXT_ENCODER = {
     "hidden_dim": 16,
 }
 TINY = {"frames": 8, "size": 16, "width": 0.0625}
+# G and D read the siamese embedding (the old text_conditioning=true).
+EMBEDDING = {"text_encoder": TEXT_ENCODER, "text": {"parts": ["embedding"]}}
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
 
 
@@ -113,13 +116,30 @@ def test_bad_settings_fail_at_construction() -> None:
         VideoGAN(frames=32, size=48)
     with pytest.raises(T2VError, match="model.size=8 "):
         VideoGAN(frames=32, size=8)
-    with pytest.raises(T2VError, match="siamese"):
-        VideoGAN(**TINY, text_conditioning=True)
+    with pytest.raises(T2VError, match=r"model.text.parts=\['embedding'\] needs the siamese .*stage=siamese"):
+        VideoGAN(**TINY, text={"parts": ["embedding"]})
     with pytest.raises(T2VError, match="model.width"):
         VideoGAN(**{**TINY, "width": 0.0})
-    with pytest.raises(T2VError, match="model.clip_l1=-1"):
-        VideoGAN(**TINY, clip_l1=-1)
+    with pytest.raises(T2VError, match="model.losses.clip_l1=-1 must be 0 or more"):
+        VideoGAN(**TINY, losses={"clip_l1": -1})
+    with pytest.raises(T2VError, match="model.generator.noise_dim=-1 must be 0 or more"):
+        VideoGAN(**TINY, generator={"noise_dim": -1})
     VideoGAN(frames=16, size=64, width=0.0625)  # the smallest clip that fits 64 x 64
+
+
+@pytest.mark.parametrize(
+    ("group", "key", "takes"),
+    [
+        ("generator", "warp", "noise_dim, skips, background, flow_stride"),
+        ("text", "text_code", "parts, balance, cond_dim"),
+        ("losses", "recon_weight", "gan, recon_l1, clip_l1, mask_l1"),
+        ("optim", "ema_decay", "lr_g, lr_d, betas, d_steps, clip_grad_norm"),
+        ("ema", "ema_start", "decay, start"),
+    ],
+)
+def test_an_unknown_option_names_its_group_and_what_it_takes(group: str, key: str, takes: str) -> None:
+    with pytest.raises(T2VError, match=rf"^model.{group}.{key} is not an option; model.{group} takes {takes}$"):
+        VideoGAN(**TINY, **{group: {key: 1}})
 
 
 def test_video_is_mask_times_foreground_plus_background() -> None:
@@ -134,7 +154,7 @@ def test_video_is_mask_times_foreground_plus_background() -> None:
 
 def test_noise_gives_different_videos() -> None:
     torch.manual_seed(0)
-    model = VideoGAN(**TINY, noise_dim=4)
+    model = VideoGAN(**TINY, generator={"noise_dim": 4})
     image = (torch.rand(1, 3, 16, 16) * 2 - 1).expand(2, -1, -1, -1)
     z = torch.randn(2, 4)
     out = model.generate(image, z=z)["video"]
@@ -146,7 +166,7 @@ def test_noise_gives_different_videos() -> None:
 
 def test_text_conditioning_changes_video_and_logit() -> None:
     torch.manual_seed(0)
-    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER)
+    model = VideoGAN(**TINY, **EMBEDDING)
     batch = batch_of(2)
     image = batch["video"][:1, :, 0].expand(2, -1, -1, -1)
     out = model.generate(image, batch["text"])["video"]
@@ -163,7 +183,7 @@ def test_text_conditioning_changes_video_and_logit() -> None:
 
 def test_training_updates_gan_but_not_text_encoder(tmp_path: Path) -> None:
     pl.seed_everything(0)
-    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER, noise_dim=2)
+    model = VideoGAN(**TINY, **EMBEDDING, generator={"noise_dim": 2})
     before = copy.deepcopy(model.state_dict())
     record = Record()
     batches = 3
@@ -190,7 +210,7 @@ def test_training_updates_gan_but_not_text_encoder(tmp_path: Path) -> None:
 
 def test_first_frame_is_learnt_unconditionally(tmp_path: Path) -> None:
     pl.seed_everything(0)
-    model = VideoGAN(**TINY, lr_g=1e-3)
+    model = VideoGAN(**TINY, optim={"lr_g": 1e-3})
     record = Record()
     trainer(tmp_path, steps=2 * 30, callbacks=[record]).fit(model, DataLoader(Clips(16), batch_size=8, shuffle=True))
     recon = [m["train/recon_l1"] for m in record.metrics]
@@ -202,7 +222,7 @@ def test_first_frame_is_learnt_unconditionally(tmp_path: Path) -> None:
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     pl.seed_everything(0)
-    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER, noise_dim=2, ema_decay=0.9)
+    model = VideoGAN(**TINY, **EMBEDDING, generator={"noise_dim": 2}, ema={"decay": 0.9})
     fit = trainer(tmp_path, steps=4)
     fit.fit(model, DataLoader(Clips(16), batch_size=8))
     path = tmp_path / "videogan.ckpt"
@@ -211,7 +231,21 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     ema_bn = model.generator_ema.module.background[0][1].running_mean
     assert torch.equal(ema_bn, model.generator.background[0][1].running_mean) and ema_bn.abs().sum() > 0
 
+    # Every group is saved with its defaults filled in, so the checkpoint alone rebuilds the model.
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["t2v_format"] == VideoGAN.hparams_format == 1
+    assert checkpoint["hyper_parameters"] == {
+        "text_encoder": TEXT_ENCODER, "frames": 8, "size": 16, "width": 0.0625,
+        "generator": {"noise_dim": 2, "skips": False, "background": "generated", "flow_stride": 1},
+        "text": {"parts": ["embedding"], "balance": False, "cond_dim": 128},
+        "losses": {"gan": "bce", "recon_l1": 10.0, "clip_l1": 0.0, "mask_l1": 0.0},
+        "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_steps": 1, "clip_grad_norm": None},
+        "ema": {"decay": 0.9, "start": 0},
+    }  # fmt: skip
+
     loaded = VideoGAN.load_from_checkpoint(path)
+    assert loaded.noise_dim == 2 and loaded.text_input.parts == ["embedding"] and loaded.losses.recon_l1 == 10.0
+    assert loaded.optim.betas == (0.5, 0.999) and loaded.ema.decay == 0.9 and loaded.generator_ema is not None
     batch = batch_of(4)
     z = torch.randn(4, 2)
     a = model.generate(batch["video"][:, :, 0], batch["text"], z)
@@ -220,9 +254,34 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert int(loaded.gan_step) == 2
 
 
+def test_sampling_inputs_are_fixed_by_the_noise_seed_and_sample_shows_the_panels() -> None:
+    torch.manual_seed(0)
+    model = VideoGAN(**TINY, **EMBEDDING, generator={"noise_dim": 2})
+    assert isinstance(model, StageModule)
+    batch = batch_of(2)
+    inputs = model.sampling_inputs(batch, torch.Generator().manual_seed(3))
+    again = model.sampling_inputs(batch, torch.Generator().manual_seed(3))
+    assert inputs.keys() == again.keys() == {"first", "text", "z"}
+    assert all(torch.equal(inputs[k], again[k]) for k in inputs)
+    assert torch.equal(inputs["first"], batch["video"][:, :, 0]) and inputs["z"].shape == (2, 2)
+    out = model.sample(inputs)
+    assert out.keys() == {"input", "video", "foreground", "background", "mask"}
+    assert torch.equal(out["input"], inputs["first"]) and out["video"].shape == (2, 3, 8, 16, 16)
+    twice = model.sample(again)
+    assert all(torch.equal(out[k], twice[k]) for k in out)  # the same clips every time they are drawn
+
+    # Unconditioned, without noise: no z, and the text is ignored.
+    plain = VideoGAN(**TINY, generator={"background": "flow"})
+    inputs = plain.sampling_inputs(batch, torch.Generator().manual_seed(3))
+    assert inputs.keys() == {"first", "text"}
+    out = plain.sample(inputs)
+    assert out.keys() == {"input", "video", "foreground", "background", "mask", "flow"}
+    assert torch.equal(out["video"], plain.generate(inputs["first"])["video"])
+
+
 def test_bf16_mixed_step_is_finite(tmp_path: Path) -> None:
     pl.seed_everything(0)
-    model = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER)
+    model = VideoGAN(**TINY, **EMBEDDING)
     record = Record()
     trainer(tmp_path, steps=2, callbacks=[record], precision="bf16-mixed").fit(
         model, DataLoader(Clips(8), batch_size=8)
@@ -237,11 +296,11 @@ def test_upstream_hooks_and_artifact(tmp_path: Path) -> None:
     manifests = {"siamese": {"text_encoder": TEXT_ENCODER, "checkpoint": str(tmp_path / "siamese.ckpt")}}
     assert VideoGAN.upstream_kwargs(manifests) == {"text_encoder": TEXT_ENCODER}
 
-    source = VideoGAN(**TINY, text_conditioning=True, text_encoder=TEXT_ENCODER)
+    source = VideoGAN(**TINY, **EMBEDDING)
     torch.nn.init.normal_(source.text_encoder.head[0].weight)  # weights the target cannot have by chance
     state = {f"text_encoder.{k}": v for k, v in source.text_encoder.state_dict().items()}
     torch.save({"state_dict": {**state, "image_encoder.x": torch.zeros(1)}}, tmp_path / "siamese.ckpt")
-    target = VideoGAN(**TINY, **VideoGAN.upstream_kwargs(manifests), text_conditioning=True)
+    target = VideoGAN(**TINY, **VideoGAN.upstream_kwargs(manifests), text={"parts": ["embedding"]})
     target.load_upstream(manifests)
     with pytest.raises(T2VError, match="stage.upstream.siamese"):
         target.load_upstream({})
@@ -249,7 +308,12 @@ def test_upstream_hooks_and_artifact(tmp_path: Path) -> None:
 
     dims = target.export_artifact(tmp_path, None)["dims"]
     assert dims == {"frames": 8, "size": 16, "text_conditioning": True, "embedding": 16}
-    assert VideoGAN(**TINY).export_artifact(tmp_path, None)["dims"]["embedding"] is None
+    # Without text parts the upstream text encoder is neither built nor saved, and the manifest says so.
+    unconditioned = VideoGAN(**TINY, **VideoGAN.upstream_kwargs(manifests))
+    assert unconditioned.text_encoder is None and unconditioned.hparams.text_encoder is None
+    unconditioned.load_upstream({})  # nothing to load
+    dims = unconditioned.export_artifact(tmp_path, None)["dims"]
+    assert dims["text_conditioning"] is False and dims["embedding"] is None
 
 
 def test_mismatched_inputs_are_reported() -> None:
@@ -262,9 +326,9 @@ def test_mismatched_inputs_are_reported() -> None:
         model.generate(torch.zeros(2, 3, 32, 32))
 
 
-def test_text_code_joins_the_vae_code_to_the_embedding() -> None:
+def test_the_vae_code_part_joins_the_vae_code_to_the_embedding() -> None:
     torch.manual_seed(0)
-    model = VideoGAN(**TINY, text_conditioning=True, text_code=True, text_encoder=TEXT_ENCODER)
+    model = VideoGAN(**TINY, text_encoder=TEXT_ENCODER, text={"parts": ["embedding", "vae_code"]})
     batch = batch_of(2)
     embedding = model.embed(batch["text"])
     latent = TEXT_ENCODER["vae"]["latent_dim"]
@@ -274,7 +338,7 @@ def test_text_code_joins_the_vae_code_to_the_embedding() -> None:
     image = batch["video"][:1, :, 0].expand(2, -1, -1, -1)
     assert model.generate(image, batch["text"])["video"].shape == (2, 3, TINY["frames"], TINY["size"], TINY["size"])
 
-    balanced = VideoGAN(**TINY, text_conditioning=True, text_code=True, text_balance=True, text_encoder=TEXT_ENCODER)
+    balanced = VideoGAN(**TINY, text_encoder=TEXT_ENCODER, text={"parts": ["embedding", "vae_code"], "balance": True})
     balanced.load_state_dict(model.state_dict())
     code = balanced.embed(batch["text"])[:, -latent:]
     torch.testing.assert_close(code, mu * torch.rsqrt(mu.pow(2).mean(1, keepdim=True)))
@@ -283,7 +347,7 @@ def test_text_code_joins_the_vae_code_to_the_embedding() -> None:
 def test_clip_l1_is_the_whole_clip_against_the_real_one() -> None:
     torch.manual_seed(0)
     batch = batch_of(4)
-    off, on = VideoGAN(**TINY), VideoGAN(**TINY, clip_l1=3.0)
+    off, on = VideoGAN(**TINY), VideoGAN(**TINY, losses={"clip_l1": 3.0})
     on.load_state_dict(off.state_dict())
     assert "clip_l1" not in off.generator_terms(batch)
     torch.manual_seed(1)
@@ -297,7 +361,8 @@ def test_clip_l1_is_the_whole_clip_against_the_real_one() -> None:
 
 def test_skips_feed_the_encoder_features_to_both_decoders() -> None:
     torch.manual_seed(0)
-    plain, skipped = VideoGAN(**TINY, noise_dim=2), VideoGAN(**TINY, noise_dim=2, skips=True)
+    plain = VideoGAN(**TINY, generator={"noise_dim": 2})
+    skipped = VideoGAN(**TINY, generator={"noise_dim": 2, "skips": True})
     count = lambda m: sum(p.numel() for p in m.generator.parameters())  # noqa: E731
     assert count(skipped) > count(plain)
     image, z = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 2)
@@ -325,9 +390,10 @@ def test_warp_frames_moves_the_pixels_by_the_flow() -> None:
 
 
 @pytest.mark.parametrize("flow_stride", [1, 2, 4])
-def test_warp_moves_the_input_frame_instead_of_drawing_a_background(tmp_path: Path, flow_stride: int) -> None:
+def test_a_flow_background_moves_the_input_frame_instead_of_drawing_one(tmp_path: Path, flow_stride: int) -> None:
     pl.seed_everything(0)
-    model = VideoGAN(**TINY, warp=True, skips=True, clip_l1=10.0, flow_stride=flow_stride)
+    generator = {"background": "flow", "skips": True, "flow_stride": flow_stride}
+    model = VideoGAN(**TINY, generator=generator, losses={"clip_l1": 10.0})
     assert not hasattr(model.generator, "background")  # no 2D stream to train
     image = batch_of(2)["video"][:, :, 0]
     out = model.generator(image)
@@ -345,42 +411,20 @@ def test_warp_moves_the_input_frame_instead_of_drawing_a_background(tmp_path: Pa
 
 def test_a_coarse_flow_is_upsampled_and_bad_strides_are_refused() -> None:
     torch.manual_seed(0)
-    model = VideoGAN(**TINY, warp=True, flow_stride=4)  # 16 px frames: the flow is made at 4 x 4
+    # 16 px frames: the flow is made at 4 x 4
+    model = VideoGAN(**TINY, generator={"background": "flow", "flow_stride": 4})
     nn.init.normal_(model.generator.to_flow.weight)
     flow = model.generator(torch.rand(2, 3, 16, 16) * 2 - 1)["flow"]
     assert flow.shape == (2, 2, TINY["frames"], 16, 16) and flow.abs().max() > 0
     # Trilinear upsampling of a 4 x 4 field: neighbouring pixels barely differ.
     assert (flow[..., 1:] - flow[..., :-1]).abs().max() < 0.5 * flow.abs().max()
-    with pytest.raises(T2VError, match=r"model.flow_stride=3 must be one of \[1, 2, 4\] at size 16"):
-        VideoGAN(**TINY, warp=True, flow_stride=3)
+    with pytest.raises(T2VError, match=r"model.generator.flow_stride=3 must be one of \[1, 2, 4\] at size 16"):
+        VideoGAN(**TINY, generator={"background": "translation", "flow_stride": 3})
 
 
-def test_input_blur_blurs_some_training_inputs_and_never_sampling_ones() -> None:
-    from t2v.models.videogan import blur_half
-
-    checkerboard = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1
-    image = checkerboard.expand(1, 3, 8, 8)
-    assert blur_half(image).abs().max() < 0.5 < image.abs().min()  # the 1-pixel pattern is gone
-    flat = torch.full((1, 3, 8, 8), 0.3)
-    assert torch.allclose(blur_half(flat), flat)
-
-    model = VideoGAN(**TINY, input_blur=1.0)
-    seen: list[torch.Tensor] = []
-    model.generator.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    batch = batch_of(2)
-    model.train()
-    model.fake(batch, None)
-    assert torch.allclose(seen[-1], blur_half(batch["video"][:, :, 0]))
-    model.eval()
-    model.fake(batch, None)
-    assert torch.equal(seen[-1], batch["video"][:, :, 0])
-    with pytest.raises(T2VError, match="model.input_blur=1.5 is a probability"):
-        VideoGAN(**TINY, input_blur=1.5)
-
-
-def test_a_rigid_flow_moves_the_whole_frame_alike_and_needs_warp() -> None:
+def test_a_translation_moves_the_whole_frame_alike() -> None:
     torch.manual_seed(0)
-    model = VideoGAN(**TINY, warp=True, flow_stride=2, rigid_flow=True)
+    model = VideoGAN(**TINY, generator={"background": "translation", "flow_stride": 2})
     nn.init.normal_(model.generator.to_flow.weight)
     image = torch.rand(2, 3, 16, 16) * 2 - 1
     flow = model.generator(image)["flow"]
@@ -393,8 +437,14 @@ def test_a_rigid_flow_moves_the_whole_frame_alike_and_needs_warp() -> None:
     filled = warp_frames(image, out["flow"], border_colour(image))
     assert not torch.allclose(filled, warp_frames(image, out["flow"]), atol=1e-3)  # the flow reaches outside
     torch.testing.assert_close(out["video"], out["mask"] * out["foreground"] + (1 - out["mask"]) * filled)
-    with pytest.raises(T2VError, match=r"model.rigid_flow=true .* set model.warp=true"):
-        VideoGAN(**TINY, rigid_flow=True)
+
+
+def test_an_unknown_background_is_refused() -> None:
+    unknown = r"^model.generator.background='x' is unknown; use one of generated, flow, translation$"
+    with pytest.raises(T2VError, match=unknown):
+        VideoGAN(**TINY, generator={"background": "x"})
+    with pytest.raises(T2VError, match=unknown):
+        VideoGenerator(8, 16, 0.0625, noise_dim=0, embed_dim=0, cond_dim=0, background="x")
 
 
 def test_a_warp_with_a_fill_colour_brings_that_colour_in_from_outside() -> None:

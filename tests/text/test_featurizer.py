@@ -136,17 +136,17 @@ def test_wrong_dimension_names_path_and_dims(vec_file: Path, trained_bin: Path) 
     with pytest.raises(T2VError) as vec_error:
         FastTextFeaturizer(vectors=str(vec_file), dim=300)
     assert str(vec_file) in str(vec_error.value) and "3-d" in str(vec_error.value)
-    assert "text.dim=300" in str(vec_error.value) and "set text.dim=3" in str(vec_error.value)
+    assert "featurizer.dim=300" in str(vec_error.value) and "set featurizer.dim=3" in str(vec_error.value)
     with pytest.raises(T2VError) as bin_error:
         FastTextFeaturizer(vectors=str(trained_bin), dim=300)
-    assert str(trained_bin) in str(bin_error.value) and "set text.dim=16" in str(bin_error.value)
+    assert str(trained_bin) in str(bin_error.value) and "set featurizer.dim=16" in str(bin_error.value)
 
 
 def test_missing_and_unsupported_vector_files(tmp_path: Path) -> None:
     missing = tmp_path / "nope.bin"
     with pytest.raises(T2VError) as error:
         FastTextFeaturizer(vectors=str(missing))
-    assert str(missing) in str(error.value) and "text.vectors=<path to .bin or .vec>" in str(error.value)
+    assert str(missing) in str(error.value) and "featurizer.vectors=<path to .bin or .vec>" in str(error.value)
     assert "null" in str(error.value)
     text_file = tmp_path / "words.txt"
     text_file.write_text("2 3\n")
@@ -167,9 +167,9 @@ def test_empty_caption_names_the_clip(vec_file: Path) -> None:
 def test_transform_before_fit_and_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(T2VError, match=r"call fit\(captions\) before transform"):
         FastTextFeaturizer(cache_dir=str(tmp_path)).transform(["a red circle"])
-    with pytest.raises(T2VError, match="text.postprocess='pca'"):
+    with pytest.raises(T2VError, match="featurizer.postprocess='pca'"):
         FastTextFeaturizer(postprocess="pca")
-    with pytest.raises(T2VError, match="text.max_words=0"):
+    with pytest.raises(T2VError, match="featurizer.max_words=0"):
         FastTextFeaturizer(max_words=0)
 
 

@@ -1,0 +1,83 @@
+"""The stage contract: what every stage's LightningModule offers the app that trains and chains it.
+
+The training app (``t2v/pipeline/stage.py``) builds a stage from config and calls, in order:
+
+- ``upstream_kwargs(manifests)`` (classmethod): constructor arguments derived from the upstream artifacts'
+  manifests, such as the architecture of a frozen encoder. They become hyper-parameters, so
+  ``Model.load_from_checkpoint(path)`` rebuilds the same architecture with no extras;
+- ``load_upstream(manifests)``: copies the upstream weights into the frozen parts before training;
+- ``optimizer_steps_per_batch``: how many optimizer steps one batch makes (``trainer.max_steps`` counts batches);
+- ``export_artifact(directory, datamodule)``: what the stage adds to its published artifact beside the weights.
+
+The defaults fit a stage with no upstream parts and no extras. Checkpoints carry ``t2v_format``, the layout of
+their hyper-parameters; a stage whose options changed shape maps older checkpoints in ``upgrade_checkpoint``, so
+they load, generate and resume as before.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import IO, Any
+
+import pytorch_lightning as pl
+import torch
+
+Manifests = dict[str, dict[str, Any]]
+FORMAT_KEY = "t2v_format"
+
+
+class StageModule(pl.LightningModule):
+    """A t2v stage: a LightningModule that the training app can chain to the stages before and after it."""
+
+    #: The hyper-parameter layout this class writes; raise it when the options change shape.
+    hparams_format: int = 0
+
+    @classmethod
+    def upstream_kwargs(cls, manifests: Manifests) -> dict[str, Any]:
+        """Constructor arguments taken from the upstream manifests (none by default)."""
+        return {}
+
+    def load_upstream(self, manifests: Manifests) -> None:
+        """Copy the upstream weights into the frozen parts (nothing to copy by default)."""
+
+    def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
+        """Extra manifest entries, after writing any extra files into ``directory`` (none by default)."""
+        return {}
+
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        return 1
+
+    # -- checkpoints from older t2v ---------------------------------------------------------------------
+    @classmethod
+    def upgrade_checkpoint(cls, checkpoint: dict[str, Any], version: int) -> None:
+        """Rewrite, in place, a checkpoint written in layout ``version`` (< ``hparams_format``) to today's layout."""
+
+    @classmethod
+    def upgraded(cls, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        version = checkpoint.get(FORMAT_KEY, 0)
+        if version < cls.hparams_format:
+            cls.upgrade_checkpoint(checkpoint, version)
+            checkpoint[FORMAT_KEY] = cls.hparams_format
+        return checkpoint
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[FORMAT_KEY] = self.hparams_format
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming with `ckpt_path=` from an older checkpoint: its weights are renamed or dropped to fit.
+        self.upgraded(checkpoint)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path | IO, map_location: Any = None, **kwargs: Any
+    ) -> StageModule:
+        """Lightning's loader, after mapping an older checkpoint's hyper-parameters to today's options. Loads with
+        ``weights_only=True``: a t2v checkpoint holds tensors and plain values, never code to run."""
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        buffer = io.BytesIO()
+        torch.save(cls.upgraded(checkpoint), buffer)
+        buffer.seek(0)
+        kwargs.setdefault("weights_only", True)
+        return super().load_from_checkpoint(buffer, map_location=map_location, **kwargs)

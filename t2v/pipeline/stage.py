@@ -1,0 +1,264 @@
+"""Training one stage: build every object from config, fit, then record and publish the result.
+
+What ``python train.py stage=<name>`` runs, and what ``stage=pipeline`` runs once per stage. A stage's model is a
+:class:`~t2v.models.stage.StageModule`; this module is the app side of that contract: it finds the upstream
+artifacts (:func:`resolve_upstream`), builds the model from them (:func:`build_model`), and publishes the trained
+stage for the stages after it (:func:`publish_stage`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from rich.console import Console
+
+from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted, limit_reached
+from t2v.callbacks.loss_plot import GanLossPlot
+from t2v.callbacks.metrics import MetricsHistory, to_number
+from t2v.callbacks.samples import GanSamples
+from t2v.config import instantiate_group
+from t2v.errors import T2VError
+from t2v.loggers import close_loggers, define_gan_metrics, wandb_run_dir
+from t2v.models.gan import AdversarialModule
+from t2v.models.stage import Manifests, StageModule
+from t2v.pipeline import artifacts
+from t2v.text.featurizer import FastTextFeaturizer
+
+# Lightning advertises a cloud product at every start; keep the console for t2v's own lines.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage()
+)
+
+# Command-line groups that shape the data and its features: an upstream stage, and the chain an evaluation
+# scores, must have been trained with the same ones.
+SHARED_OVERRIDES = ("data", "featurizer", "experiment", "paths", "debug")
+
+
+def command_line() -> list[str]:
+    """The overrides this app was started with (none outside a Hydra app)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def shared_overrides(groups: tuple[str, ...] = SHARED_OVERRIDES) -> list[str]:
+    """The command line's overrides of ``groups`` (``data.size=16``, ``experiment=t2v``, ``+data.x=1``, ...)."""
+    return [o for o in command_line() if o.lstrip("+~").split("=")[0].split(".")[0] in groups]
+
+
+def command_to_make(stage: str) -> str:
+    """The exact command that trains ``stage`` (or ``pipeline``, the chain) for this run's data and paths."""
+    return " ".join(["python train.py", f"stage={stage}", *shared_overrides()])
+
+
+# -- the stage ---------------------------------------------------------------------------------------------
+def train_stage(cfg: DictConfig) -> dict[str, Any]:
+    """Train one stage. Returns the summary that is also written to ``<run dir>/metrics.json``."""
+    started = time.time()
+    check_inputs(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    upstream = resolve_upstream(cfg)
+    datamodule = instantiate(cfg.data, featurizer=featurizer_for(cfg, upstream))
+    model = build_model(cfg, upstream)
+    history = MetricsHistory()
+    callbacks = [*instantiate_group(cfg.callbacks), history]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        # Lightning refuses a progress-bar callback beside enable_progress_bar=false; the flag wins.
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    loggers = instantiate_group(cfg.logger)
+    # A GAN makes several optimizer steps per batch; trainer.max_steps counts batches (GAN steps).
+    max_steps = cfg.trainer.max_steps * model.optimizer_steps_per_batch if cfg.trainer.max_steps > 0 else -1
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=max_steps)
+    if trainer.is_global_zero:
+        OmegaConf.save(OmegaConf.create(resolved), output_dir / "config.yaml")
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+    if isinstance(model, AdversarialModule):
+        define_gan_metrics(loggers)
+
+    try:
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except GanTrainingAborted:
+            pass  # a non-finite loss: the callback said why and kept the last good checkpoint
+        summary = summarize(cfg, trainer, history, started)
+        summary.update(stop_summary(trainer, model))
+        summary.update(monitoring_files(trainer))
+        summary["wandb_run"] = wandb_run_dir(loggers)
+        close_loggers(loggers)  # before the report, so W&B's own summary does not bury it
+        if trainer.is_global_zero:
+            summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved, upstream)
+            (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+            report(summary, output_dir)
+    finally:
+        close_loggers(loggers)
+    return summary
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Fail before any work on input that cannot work."""
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise T2VError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
+        )
+
+
+# -- upstream stages --------------------------------------------------------------------------------
+def resolve_upstream(cfg: DictConfig) -> Manifests:
+    """The manifests of the upstream artifacts the stage declares (``stage.upstream``: name -> "latest"
+    or an artifact folder; null switches one off)."""
+    manifests = {}
+    for name, where in (cfg.stage.get("upstream") or {}).items():
+        if where is None:
+            continue
+        folder = artifacts.find(cfg.paths.artifacts_dir, name, where)
+        if folder is None:
+            place = f"in {Path(cfg.paths.artifacts_dir) / name}" if where == "latest" else f"at {where}"
+            raise T2VError(
+                f"stage {cfg.stage.name} needs a trained {name} artifact and there is none {place}; "
+                f"make it with: {command_to_make(name)}"
+            )
+        manifests[name] = artifacts.read_manifest(folder)
+    return manifests
+
+
+def inherited_featurizer(upstream: Manifests) -> str | None:
+    """The fitted featurizer of the lineage (saved by the vae stage, passed on by every later one)."""
+    return next((m["featurizer_dir"] for m in upstream.values() if m.get("featurizer_dir")), None)
+
+
+def featurizer_for(cfg: DictConfig, upstream: Manifests) -> FastTextFeaturizer:
+    """The lineage's own featurizer when there is an upstream (the features must mean what they meant
+    when the VAE learnt them), else a new one from ``featurizer``."""
+    saved = inherited_featurizer(upstream)
+    if saved is None:
+        return instantiate(cfg.featurizer)
+    featurizer = FastTextFeaturizer.load(saved)
+    for key in ("dim", "max_words"):
+        if getattr(featurizer, key) != cfg.featurizer[key]:
+            raise T2VError(
+                f"featurizer.{key}={cfg.featurizer[key]} but the upstream featurizer ({saved}) uses "
+                f"{getattr(featurizer, key)}; drop the featurizer.{key} override or retrain the upstream stages with it"
+            )
+    return featurizer
+
+
+def build_model(cfg: DictConfig, upstream: Manifests) -> StageModule:
+    """Instantiate the stage's model, with the architecture of its frozen parts taken from the
+    upstream manifests (so they become hyper-parameters) and their weights loaded."""
+    model_class: type[StageModule] = get_class(cfg.model._target_)
+    # Plain lists and dicts, so checkpoints hold no OmegaConf objects and load with weights_only=True.
+    model = instantiate(cfg.model, _convert_="all", **model_class.upstream_kwargs(upstream))
+    model.load_upstream(upstream)
+    return model
+
+
+# -- the result -------------------------------------------------------------------------------------
+def summarize(cfg: DictConfig, trainer: pl.Trainer, history: MetricsHistory, started: float) -> dict[str, Any]:
+    """Final and best metric values, checkpoints, stage, seed and run time."""
+    ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    best_ckpt = ckpt.best_model_path if ckpt and ckpt.best_model_path else None
+    last_ckpt = ckpt.last_model_path if ckpt and ckpt.last_model_path else None
+    return {
+        "stage": cfg.stage.name,
+        "seed": cfg.seed,
+        "run_time_s": round(time.time() - started, 2),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "monitor": cfg.stage.monitor,
+        "final": {k: to_number(v) for k, v in trainer.callback_metrics.items()},
+        "best": history.best(cfg.stage.monitor, cfg.stage.mode),
+        "checkpoints": {"best": best_ckpt, "last": last_ckpt},
+        "history": history.history,
+    }
+
+
+def stop_summary(trainer: pl.Trainer, model: StageModule) -> dict[str, Any]:
+    """How a GAN run ended: ``stop/reason``, ``stop/step`` (GAN steps) and the stop checkpoint, from the
+    stopping callback, or from the step counters when it is switched off (``callbacks.gan_stopping=null``)."""
+    if not isinstance(model, AdversarialModule):
+        return {}
+    stopping = next((c for c in trainer.callbacks if isinstance(c, GanEquilibriumStopping)), None)
+    if stopping is not None and stopping.summary():
+        return stopping.summary()
+    return {"stop/reason": limit_reached(trainer), "stop/step": int(model.gan_step)}
+
+
+def monitoring_files(trainer: pl.Trainer) -> dict[str, str]:
+    """The GAN loss plot and sample folder, when the callbacks wrote them."""
+    files = {}
+    for callback in trainer.callbacks:
+        if isinstance(callback, GanLossPlot) and callback.written:
+            files["loss_plot"] = str(callback.written)
+        if isinstance(callback, GanSamples) and callback.written:
+            files["samples"] = str(callback.dirpath)
+    return files
+
+
+def publish_stage(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    model: StageModule,
+    datamodule: pl.LightningDataModule,
+    resolved: dict[str, Any],
+    upstream: Manifests,
+) -> str | None:
+    """Register the best checkpoint as this stage's artifact for the stages after it."""
+    checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    if not cfg.publish or not checkpoint:
+        return None
+    manifest = {
+        "run_dir": cfg.paths.output_dir,
+        "data_fingerprint": datamodule.fingerprint(),
+        "upstream": {name: record["folder"] for name, record in upstream.items()},
+        "featurizer_dir": inherited_featurizer(upstream),
+        "config": resolved,
+        "stop": {k.removeprefix("stop/"): v for k, v in stop_summary(trainer, model).items()} or None,
+    }
+    folder = artifacts.publish(
+        cfg.paths.artifacts_dir,
+        cfg.stage.name,
+        checkpoint,
+        manifest,
+        export=lambda directory: model.export_artifact(directory, datamodule),
+    )
+    return str(folder)
+
+
+def report(summary: dict[str, Any], output_dir: Path) -> None:
+    """Tell the user where everything went."""
+    console = Console()
+    best = summary["best"] or {}
+    value = best.get(summary["monitor"])
+    console.print(
+        f"[bold green]t2v[/] stage [bold]{summary['stage']}[/] finished in {summary['run_time_s']:.0f}s"
+        + (f", best {summary['monitor']} = {value:.4f}" if isinstance(value, float) else "")
+    )
+    console.print(f"  run dir      {output_dir}")
+    console.print(f"  metrics      {output_dir / 'metrics.json'}")
+    for kind, path in summary["checkpoints"].items():
+        if path:
+            console.print(f"  {kind + ' ckpt':<12} {path}")
+    if summary.get("stop/reason"):
+        console.print(f"  stopped      {summary['stop/reason']} at GAN step {summary['stop/step']}")
+    for kind in ("loss_plot", "samples"):
+        if summary.get(kind):
+            console.print(f"  {kind.replace('_', ' '):<12} {summary[kind]}")
+    if summary.get("artifact"):
+        console.print(f"  artifact     {summary['artifact']}")
+    if summary.get("wandb_run"):
+        console.print(f"  W&B run      {summary['wandb_run']}  (upload: wandb sync {summary['wandb_run']})")
