@@ -11,7 +11,7 @@ curves and makes the same decision, and on a stop:
 - prints one line saying why;
 - sets ``trainer.should_stop`` on every process together; a non-finite loss instead raises
   :class:`GanTrainingAborted`, so Lightning writes no further checkpoint over the last good one
-  (``t2v.cli.train`` catches it and records the stop in ``metrics.json``).
+  (``t2v.pipeline.stage.train_stage`` catches it and records the stop in ``metrics.json``).
 
 When no rule fires, the end of training is recorded the same way, with reason ``max_steps`` (or
 ``max_epochs``), so every GAN run's ``metrics.json`` says how it ended. Only GAN stages (an

@@ -75,9 +75,12 @@ class StageModule(pl.LightningModule):
     ) -> StageModule:
         """Lightning's loader, after mapping an older checkpoint's hyper-parameters to today's options. Loads with
         ``weights_only=True``: a t2v checkpoint holds tensors and plain values, never code to run."""
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        kwargs.setdefault("weights_only", True)
+        # Memory-mapped: reading the layout costs no copy of the weights.
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        if checkpoint.get(FORMAT_KEY, 0) >= cls.hparams_format:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
         buffer = io.BytesIO()
         torch.save(cls.upgraded(checkpoint), buffer)
         buffer.seek(0)
-        kwargs.setdefault("weights_only", True)
         return super().load_from_checkpoint(buffer, map_location=map_location, **kwargs)

@@ -252,11 +252,12 @@ class VideoGenerator(nn.Module):
                 raise T2VError(f"model.generator.flow_stride={flow_stride} must be one of {strides} at size {size}")
             # Which of the 3D stream's outputs (unfold, then each up-level: 4 x 4, 8 x 8, ...) the flow reads.
             self.flow_level = len(widths) + 1 - (flow_stride.bit_length() - 1)
+            self.make_flow = self.full_size_flow if flow_stride == 1 else self.upsampled_flow
             if flow_stride == 1:
                 self.to_flow: nn.Module = nn.ConvTranspose3d(pixels_in, 2, 4, 2, 1)
             else:
                 self.to_flow = nn.Conv3d([top, *widths][self.flow_level], 2, 3, 1, 1)
-            self.translation = background == "translation"
+            self.shape_flow = self.as_translation if background == "translation" else self.as_field
 
     def with_skip(self, hidden: Tensor, features: list[Tensor]) -> Tensor:
         """``hidden`` joined with the encoder features of its resolution (tiled over time for video)."""
@@ -318,19 +319,29 @@ class VideoGenerator(nn.Module):
     def moved_frame(
         self, image: Tensor, joined: Tensor, features: list[Tensor], levels: list[Tensor], pixels: Tensor
     ) -> dict[str, Tensor]:
-        """The input frame resampled at every frame by a generated flow; with ``translation``, one displacement per
-        frame (the flow's mean), which moves every pixel alike, so no shape can bend or tear, and brings the
-        frame's border colour in where a whole side's strip enters (the border pixels' replicas would streak)."""
-        if self.flow_stride == 1:
-            flow = self.to_flow(pixels)
-        else:
-            coarse = self.to_flow(levels[self.flow_level])
-            flow = F.interpolate(coarse, size=self.clip_shape, mode="trilinear", align_corners=False)
-        fill = None
-        if self.translation:
-            flow = flow.mean(dim=(-2, -1), keepdim=True).expand_as(flow)
-            fill = border_colour(image)
+        """The input frame resampled at every frame by a generated flow (a field, or one translation per frame)."""
+        flow, fill = self.shape_flow(self.make_flow(levels, pixels), image)
         return {"background": image, "flow": flow, "behind": warp_frames(image, flow, fill)}
+
+    def full_size_flow(self, levels: list[Tensor], pixels: Tensor) -> Tensor:
+        return self.to_flow(pixels)
+
+    def upsampled_flow(self, levels: list[Tensor], pixels: Tensor) -> Tensor:
+        """The flow made at a coarser level, trilinearly up to the clip: coarse is smooth, and moves a shape whole."""
+        coarse = self.to_flow(levels[self.flow_level])
+        return F.interpolate(coarse, size=self.clip_shape, mode="trilinear", align_corners=False)
+
+    @staticmethod
+    def as_field(flow: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """A flow field as it is; outside the frame, the nearest border pixel."""
+        return flow, None
+
+    @staticmethod
+    def as_translation(flow: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One displacement per frame (the flow's mean): every pixel moves alike, so no shape can bend or tear. It
+        pulls a whole side's strip in from outside the frame, filled with the frame's border colour (the border
+        pixels' replicas would streak)."""
+        return flow.mean(dim=(-2, -1), keepdim=True).expand_as(flow), border_colour(image)
 
 
 class VideoDiscriminator(nn.Module):

@@ -147,7 +147,7 @@ class FastTextFeaturizer:
         tokenized = [tokens for tokens in map(self.tokenize, corpus) if tokens]
         words = sorted({w for tokens in tokenized for w in tokens})  # sorted: a reproducible mean
         if not words:
-            raise T2VError(f"text: fit got {len(corpus)} captions without any words; pass the training captions")
+            raise T2VError(f"featurizer: fit got {len(corpus)} captions without any words; pass the training captions")
         if self.vectors is None:
             self._model_file = self._trained_model_file(tokenized)
             self._model = fasttext.load_model(str(self._model_file))
@@ -185,7 +185,7 @@ class FastTextFeaturizer:
             tokens = self.tokenize(caption)
             if not tokens:
                 name = f"clip {ids[i]!r}" if ids is not None else f"caption #{i}"
-                raise T2VError(f"text: {name} has no words ({caption!r}); fix or remove that caption")
+                raise T2VError(f"featurizer: {name} has no words ({caption!r}); fix or remove that caption")
             if len(tokens) > self.max_words:
                 truncated += 1
                 tokens = tokens[: self.max_words]
@@ -286,7 +286,7 @@ class FastTextFeaturizer:
     def _check_ready(self) -> None:
         if self._model is None and self._vec_index is None:
             raise T2VError(
-                "text: the featurizer has no word vectors yet; call fit(captions) before transform "
+                "featurizer: it has no word vectors yet; call fit(captions) before transform "
                 "(featurizer.vectors is null, so it trains on the captions)"
             )
         if self.postprocess == "center_unit" and self._mean is None:
@@ -427,7 +427,9 @@ def _train_skipgram(text: str, settings: dict[str, Any], path: Path) -> None:
         if result.returncode != 0 or not model_file.is_file():
             lines = result.stderr.strip().splitlines()
             detail = lines[-1] if lines else f"exit status {result.returncode}"
-            raise T2VError(f"text: fastText training failed ({detail}); check the captions or lower text.min_count")
+            raise T2VError(
+                f"featurizer: fastText training failed ({detail}); check the captions or lower featurizer.min_count"
+            )
         os.replace(model_file, path)
 
 

@@ -175,7 +175,7 @@ def test_transform_before_fit_and_bad_settings(tmp_path: Path) -> None:
 
 def test_training_failure_is_a_clear_error(tmp_path: Path) -> None:
     f = FastTextFeaturizer(min_count=1000, cache_dir=str(tmp_path), **SMALL)
-    with pytest.raises(T2VError, match="fastText training failed.*text.min_count"):
+    with pytest.raises(T2VError, match="fastText training failed.*featurizer.min_count"):
         f.fit(CORPUS)
 
 
