@@ -7,7 +7,10 @@
 #                                            # (arguments go to every train.py and evaluate.py call)
 #   TRAIN_ARGS="seed=1" EVAL_ARGS="num_samples=8" bench/fidelity.sh   # extras for one app only
 #   OUT=/tmp/fid bench/fidelity.sh           # where runs and artifacts go (default outputs/bench/fidelity/<time>)
+#   bench/fidelity.sh held_out=three         # another held-out split (conf/held_out/, or 'data.held_out=[...]')
 #
+# The table starts with the held-out combinations balanced over the values each caption names: judge a change
+# by those, on more than one split.
 # Each experiment gets its own artifact registry ($OUT/<experiment>/artifacts); both evaluations share one
 # attribute probe ($OUT/probe), trained once. The evaluations are in $OUT/<experiment>/eval/metrics.{json,md},
 # the side-by-side table in $OUT/comparison.md.

@@ -22,12 +22,13 @@ from t2v.errors import T2VError
 from t2v.eval import report
 from t2v.eval.fidelity import Retrieval, score
 from t2v.eval.probe import obtain_probe
+from t2v.eval.sheet import write_sheet
 from t2v.pipeline import artifacts
 from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo
 from t2v.pipeline.stage import command_to_make, shared_overrides
 
 # Command-line groups that decide the data (evaluate.py takes no featurizer and no paths of the data).
-DATA_OVERRIDES = ("data", "experiment", "debug")
+DATA_OVERRIDES = ("data", "held_out", "experiment", "debug")
 SHAPES_TARGET = "t2v.data.datamodule.ShapesDataModule"
 
 
@@ -153,6 +154,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise T2VError(f"num_samples={cfg.num_samples} must be at least 1 (2 or more to measure diversity)")
     if cfg.batch_size < 1:
         raise T2VError(f"batch_size={cfg.batch_size} must be at least 1")
+    if cfg.sheet < 0:
+        raise T2VError(f"sheet={cfg.sheet} must be 0 (no sheet) or the number of captions on it")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold green]t2v[/] evaluate: {cfg.paths.artifacts_dir}")
@@ -167,8 +170,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, verbose=False)
     test = shapes.split_indices("test")
     real_frame = int(manifests["stage1"]["hparams"].get("frame", 0))
+
+    def generate(captions: list[str], n: int, seed: int) -> dict[str, Any]:
+        return chain(captions, num_samples=n, seed=seed)
+
     metrics = score(
-        lambda captions, n, seed: chain(captions, num_samples=n, seed=seed),
+        generate,
         probe,
         shapes,
         test,
@@ -195,6 +202,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             + ", ".join(short)
             + "; train a better one (e.g. more probe.max_steps) before reading the fidelity figures."
         )
+    sheet = write_sheet(output_dir, generate, shapes, test, int(cfg.num_samples), int(cfg.seed), int(cfg.sheet))
     title = f"t2v evaluation: experiment={experiment_name()}"
     table = report.markdown(metrics, title, notes)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -210,6 +218,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "artifacts": {**{n: manifests[n]["folder"] for n in GENERATOR_STAGES}, "siamese": siamese},
         "probe": {**probe_info, "threshold": cfg.probe.threshold, "trusted": trusted, "short": short},
         "metrics": metrics,
+        "sheet": sheet,
         "config": resolved,
     }
     paths = report.write(output_dir, summary, table)
@@ -221,6 +230,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     console.print(f"[bold green]t2v[/] evaluation finished in {summary['run_time_s']:.0f}s")
     console.print(f"  metrics      {paths['metrics']}")
     console.print(f"  table        {paths['table']}")
+    if sheet:
+        console.print(f"  sheet        {sheet['sheet_gif']}, {sheet['sheet_png']}  (real, then generated)")
     return summary
 
 

@@ -1,7 +1,7 @@
 """Evaluations side by side: `python -m t2v.eval.compare <eval run dir or metrics.json> ... [--names a,b]`.
 
-Prints one markdown table with a column per evaluation and chance beside every accuracy (the
-held-out-combination figures first: they are what the issue's targets are about).
+Prints one markdown table with a column per evaluation and chance beside every accuracy: first the held-out
+combinations balanced over the values each caption names (with their targets), then the plain accuracies.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
     def row(label: str, values: list[Any], chance: Any = None, percent: bool = True) -> None:
         lines.append(f"| {label} | {fmt(chance)} | " + " | ".join(fmt(v, percent) for v in values) + " |")
 
+    for kind in ("video", "image"):
+        for attribute in (*attributes_of(kind), "all"):
+            key = f"generated/{kind}/held_out_balanced/{attribute}"
+            if any(key in m for m in metrics):
+                target = f" (target ≥ {TARGETS[attribute]:.0%})" if attribute in TARGETS else ""
+                chance = first.get(f"chance/{kind}/all" if attribute == "all" else f"chance/{attribute}")
+                row(f"{kind} {attribute}, held-out, balanced over values{target}", [m.get(key) for m in metrics],
+                    chance)  # fmt: skip
     for subset in ("held_out", *[s for s in SUBSETS if s != "held_out"]):
         for kind in ("video", "image"):
             for attribute in (*attributes_of(kind), "all"):
@@ -43,12 +51,7 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
                 if not any(key in m for m in metrics):
                     continue
                 chance = first.get(f"chance/{kind}/all" if attribute == "all" else f"chance/{attribute}")
-                target = (
-                    f" (target ≥ {TARGETS[attribute]:.0%})"
-                    if subset == "held_out" and kind == "video" and attribute in TARGETS
-                    else ""
-                )
-                row(f"{kind} {attribute}, {subset.replace('_', '-')}{target}", [m.get(key) for m in metrics], chance)
+                row(f"{kind} {attribute}, {subset.replace('_', '-')}", [m.get(key) for m in metrics], chance)
     for kind in ("video", "image"):
         for attribute in attributes_of(kind):
             key = f"generated/{kind}/balanced/{attribute}"

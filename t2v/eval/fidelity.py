@@ -65,17 +65,44 @@ class Hits:
     def per_value(self, prefix: str, vocab: dict[str, list[str]]) -> dict[str, float]:
         """On the whole test split: ``<prefix>/value/<attribute>/<value>``, the accuracy on the rows whose caption
         names that value (its recall; values absent from the split are left out), and ``<prefix>/balanced/
-        <attribute>``, their mean."""
+        <attribute>``, their mean. The same on the held-out combinations alone, as ``held_out_value`` and
+        ``held_out_balanced``."""
+        held = torch.cat(self.held_out)
+        out = {}
+        for subset, mask in (("", torch.ones_like(held)), ("held_out_", held)):
+            if not mask.any():
+                continue
+            for a in self.predicted:
+                recall = self.recall_per_value(a, mask, len(vocab[a]))
+                present = {k: v for k, v in recall.items() if v is not None}
+                out |= {f"{prefix}/{subset}value/{a}/{vocab[a][k]}": v for k, v in present.items()}
+                out[f"{prefix}/{subset}balanced/{a}"] = sum(present.values()) / len(present)
+        return out
+
+    def recall_per_value(self, attribute: str, rows: Tensor, num_values: int) -> dict[int, float | None]:
+        """For each value of ``attribute``: the accuracy on the ``rows`` whose caption names it (None: no such row)."""
         from torchmetrics.functional.classification import multiclass_recall
 
-        out = {}
-        for a in self.predicted:
-            pred, truth, names = torch.cat(self.predicted[a]), torch.cat(self.truth[a]), vocab[a]
-            recall = multiclass_recall(pred, truth, num_classes=len(names), average="none")
-            present = torch.bincount(truth, minlength=len(names)) > 0
-            out |= {f"{prefix}/value/{a}/{names[k]}": float(recall[k]) for k in range(len(names)) if present[k]}
-            out[f"{prefix}/balanced/{a}"] = float(recall[present].mean())
-        return out
+        pred, truth = torch.cat(self.predicted[attribute])[rows], torch.cat(self.truth[attribute])[rows]
+        recall = multiclass_recall(pred, truth, num_classes=num_values, average="none")
+        present = torch.bincount(truth, minlength=num_values) > 0
+        return {k: float(recall[k]) if present[k] else None for k in range(num_values)}
+
+    def held_out_all(self, prefix: str, vocab: dict[str, list[str]], combinations: list[dict[str, str]]) -> dict:
+        """``<prefix>/held_out_balanced/all``: the rate of samples with every attribute right, on each held-out
+        combination (``data.held_out``) in turn, averaged: a split whose held-out captions are mostly one
+        combination counts each combination once."""
+        held = torch.cat(self.held_out)
+        correct = torch.stack([torch.cat(self.predicted[a]) == torch.cat(self.truth[a]) for a in self.predicted]).all(0)
+        rates = []
+        for combo in combinations:
+            rows = held.clone()
+            for attr, value in combo.items():
+                if attr in self.truth:  # an image has no direction or speed; the held-out flag says the rest
+                    rows &= torch.cat(self.truth[attr]) == vocab[attr].index(value)
+            if rows.any():
+                rates.append(float(correct[rows].float().mean()))
+        return {f"{prefix}/held_out_balanced/all": sum(rates) / len(rates)} if rates else {}
 
     def accuracy(self, prefix: str) -> dict[str, float]:
         """``<prefix>/<subset>/<attribute>`` and ``<prefix>/<subset>/all`` for each non-empty subset."""
@@ -227,6 +254,7 @@ def score(
         metrics |= real_hits[kind].accuracy(f"real/{kind}")
         metrics |= fake_hits[kind].accuracy(f"generated/{kind}")
         metrics |= fake_hits[kind].per_value(f"generated/{kind}", shapes.vocab)
+        metrics |= fake_hits[kind].held_out_all(f"generated/{kind}", shapes.vocab, shapes.held_out)
         metrics |= {f"quality/{kind}/{k}": v for k, v in distances[kind].compute().items()}
         if references:
             metrics |= {f"quality/{kind}/{k}_real": v for k, v in references[kind].compute().items()}

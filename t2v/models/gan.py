@@ -142,6 +142,14 @@ def generated_samples(output: Any) -> Tensor | None:
     return None
 
 
+def mode_seeking(a: Tensor, b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019) for two samples of the same conditions from noises ``z_a`` and
+    ``z_b``: the inverse of how far apart the samples lie per unit of noise distance. G minimises it, so it cannot
+    ignore its noise and give every sample of a caption the same picture (mode collapse)."""
+    spread = (a.float() - b.float()).abs().mean() / (z_a.float() - z_b.float()).abs().mean()
+    return 1.0 / (spread + eps)
+
+
 def probability(logits: Tensor) -> Tensor:
     """Mean D output as a probability, for the health signals d_real / d_fake / d_wrong."""
     return torch.sigmoid(logits.detach().float()).mean()

@@ -43,6 +43,7 @@ from t2v.models.gan import (
     AdversarialModule,
     Group,
     downsampling_levels,
+    mode_seeking,
     probability,
     upgrade_shared_hparams,
     upgrade_text_parts,
@@ -68,7 +69,7 @@ def scaled(channels: float, width: float) -> int:
 def kl_divergence(mu: Tensor, log_sigma: Tensor) -> Tensor:
     """KL(N(mu, sigma^2) || N(0, I)), averaged over the batch *and* the dims.
 
-    The mean over dims is what both released StackGAN codes compute, so ``kl_weight`` keeps their scale
+    The mean over dims is what both released StackGAN codes compute, so ``losses.kl`` keeps their scale
     (paper 1, code 2). Computed in float32: under bf16 autocast exp() of a bf16 log sigma loses digits.
     """
     mu, log_sigma = mu.float(), log_sigma.float()
@@ -182,10 +183,11 @@ class Losses(GanLosses):
 
     kl: float = 1.0  # the CA KL term (the paper's 1; the released code's 2)
     read: float = 0.0  # D's caption reading, asked of D on real images and of G on its images
+    mode_seeking: float = 0.0  # MSGAN's term: two noise draws of one caption must give different images
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        at_least("losses", 0, kl=self.kl, read=self.read)
+        at_least("losses", 0, kl=self.kl, read=self.read, mode_seeking=self.mode_seeking)
 
 
 class MatchingDiscriminator(nn.Module):
@@ -433,7 +435,8 @@ class Stage1GAN(AdversarialModule):
 
     def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         embedding = self.embed_text(batch["text"])
-        fake, mu, log_sigma = self.generator(embedding, self.noise(len(embedding), embedding.device))
+        z = self.noise(len(embedding), embedding.device)
+        fake, mu, log_sigma = self.generator(embedding, z)
         kl = kl_divergence(mu, log_sigma)
         features = self.discriminator.features(fake)
         adversarial = self.gan.generator(self.discriminator.logits(features, embedding))
@@ -443,6 +446,12 @@ class Stage1GAN(AdversarialModule):
             read = self.reading_loss(features, embedding, caption_keys(batch), self.contrast_embedding(batch))
             loss = loss + self.losses.read * read
             terms["g_read"] = read.detach()
+        if self.losses.mode_seeking:
+            z_other = self.noise(len(embedding), embedding.device)
+            other, _, _ = self.generator(embedding, z_other)
+            seeking = mode_seeking(fake, other, z, z_other)
+            loss = loss + self.losses.mode_seeking * seeking
+            terms["mode_seeking"] = seeking.detach()
         return {"g_loss": loss, **terms}
 
     def contrast_embedding(self, batch: dict[str, Any]) -> Tensor | None:

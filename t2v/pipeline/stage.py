@@ -40,7 +40,7 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 
 # Command-line groups that shape the data and its features: an upstream stage, and the chain an evaluation
 # scores, must have been trained with the same ones.
-SHARED_OVERRIDES = ("data", "featurizer", "experiment", "paths", "debug")
+SHARED_OVERRIDES = ("data", "held_out", "featurizer", "experiment", "paths", "debug")
 
 
 def command_line() -> list[str]:

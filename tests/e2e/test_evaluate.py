@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import imageio.v3 as iio
 import pytest
 from omegaconf import DictConfig
 
@@ -70,9 +71,16 @@ def test_evaluate_writes_metrics_table_and_logs(evaluation: tuple[Path, str], ch
         assert 0.0 <= metrics[f"generated/video/balanced/{attribute}"] <= 1.0
         per_value = [v for k, v in metrics.items() if k.startswith(f"generated/video/value/{attribute}/")]
         assert per_value and all(0.0 <= v <= 1.0 for v in per_value), attribute
+        assert 0.0 <= metrics[f"generated/video/held_out_balanced/{attribute}"] <= 1.0
+    assert 0.0 <= metrics["generated/video/held_out_balanced/all"] <= 1.0
     table = (run_dir / "metrics.md").read_text()
     assert "| video | colour |" in table and "| chance |" in table
     assert "## Fidelity by the value the caption names" in table
+    assert table.index("## Held-out combinations, balanced") < table.index("## Fidelity: the probe")
+    # The sheet a person looks at: real then generated clips, a row per caption, held-out captions first.
+    sheet = iio.imread(summary["sheet"]["sheet_gif"])
+    assert sheet.shape[0] == 16 and sheet.shape[2] == 3 * 32 + 2 * 4  # 16 frames; the real clip and 2 samples
+    assert Path(summary["sheet"]["sheet_png"]).is_file() and "sheet" in stdout
     # The same values went to the logger (logger=csv).
     with open(run_dir / "csv" / "metrics.csv") as f:
         logged = next(csv.DictReader(f))

@@ -122,7 +122,9 @@ def test_reports_put_chance_beside_every_figure(perfect: dict[str, float], tmp_p
     side_by_side = compare.table([compare.load(tmp_path), compare.load(paths["metrics"])], ["a", "b"])
     header, _, first = side_by_side.splitlines()[:3]
     assert header == "| metric | chance | a | b |"
-    assert first.startswith("| video shape, held-out (target ≥ 85%) | 50.0% | 100.0% | 100.0% |")
+    assert first.startswith("| video shape, held-out, balanced over values (target ≥ 90%) | 50.0% | 100.0% | 100.0% |")
+    assert "| video all, held-out, balanced over values (target ≥ 85%) |" in side_by_side
+    assert table.index("balanced over the values each caption names") < table.index("## Fidelity: the probe")
 
 
 def test_scoring_keeps_memory_to_one_chunk(easy_shapes, trained_probe) -> None:
@@ -156,6 +158,25 @@ def test_balanced_accuracy_exposes_a_generator_that_draws_one_value_for_every_ca
     assert "circle 100.0%, square 0.0%" in row and row.endswith("| 20.0% |")
 
 
+def test_held_out_balanced_accuracy_counts_each_value_and_each_combination_once() -> None:
+    hits = Hits()
+    # Held-out rows: six squares moving up (drawn right) and two circles (drawn as squares); two seen rows.
+    shape = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0, 0, 1])
+    direction = torch.tensor([2, 2, 2, 2, 2, 2, 0, 0, 0, 0])
+    held = torch.tensor([True] * 8 + [False] * 2)
+    drawn = {"shape": torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 1]), "direction": direction}
+    hits.add(drawn, {"shape": shape, "direction": direction}, held)
+    vocab = {"shape": ["circle", "square"], "direction": ["left", "right", "up", "down"]}
+    assert hits.accuracy("g")["g/held_out/shape"] == pytest.approx(0.75)  # the lean to squares pays
+    by_value = hits.per_value("g", vocab)
+    assert by_value["g/held_out_value/shape/square"] == 1.0 and by_value["g/held_out_value/shape/circle"] == 0.0
+    assert by_value["g/held_out_balanced/shape"] == pytest.approx(0.5)  # each shape once
+    assert by_value["g/held_out_balanced/direction"] == 1.0 and "g/held_out_value/direction/down" not in by_value
+    combinations = [{"shape": "square", "direction": "up"}, {"shape": "circle", "direction": "left"}]
+    assert hits.held_out_all("g", vocab, combinations) == {"g/held_out_balanced/all": pytest.approx(0.5)}
+    assert hits.held_out_all("g", vocab, [{"shape": "square", "direction": "down"}]) == {}  # no such caption
+
+
 def test_a_generator_that_draws_one_shape_is_right_as_often_as_its_shape_is_asked_for_but_balanced_at_chance(
     easy_shapes, trained_probe
 ) -> None:
@@ -177,6 +198,8 @@ def test_a_generator_that_draws_one_shape_is_right_as_often_as_its_shape_is_aske
         assert metrics[f"generated/{kind}/value/shape/triangle"] >= 0.98
         assert metrics[f"generated/{kind}/value/shape/circle"] <= 0.02
         assert metrics[f"generated/{kind}/balanced/shape"] == pytest.approx(0.5, abs=0.02)
+        assert metrics[f"generated/{kind}/held_out_balanced/shape"] <= 0.02  # every held-out caption is a circle
+        assert metrics[f"generated/{kind}/held_out_balanced/all"] <= 0.02
     side_by_side = compare.table([{"metrics": metrics, "run_time_s": 1.0}], ["triangle"])
     assert "| video shape, test, balanced over values | 50.0% | 50.0% |" in side_by_side
 

@@ -147,7 +147,7 @@ def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:
     assert hp.generator == {"z_dim": 8, "c_dim": 8}
     assert hp.discriminator == {"head": "concat", "spectral_norm": False}
     assert hp.text == {"parts": ["embedding"], "balance": False}
-    assert hp.losses == {"gan": "hinge", "kl": 1.0, "read": 0.0}
+    assert hp.losses == {"gan": "hinge", "kl": 1.0, "read": 0.0, "mode_seeking": 0.0}
     assert hp.optim == {"lr_g": 1e-3, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_steps": 1, "clip_grad_norm": None}
     assert hp.ema == {"decay": 0.5, "start": 0}
     opt_g, opt_d = model.configure_optimizers()
@@ -523,3 +523,27 @@ def test_contrast_captions_are_one_more_wrong_caption_in_d_reading() -> None:
         alone = terms(batch)[name]
         torch.manual_seed(1)
         assert terms(with_twin)[name] > alone + 0.1
+
+
+def test_the_mode_seeking_term_is_small_when_two_noises_give_different_images() -> None:
+    from t2v.models.gan import mode_seeking
+
+    z_a, z_b = torch.zeros(4, 8), torch.ones(4, 8)
+    same = torch.zeros(4, 3, 16, 16)
+    assert mode_seeking(same, same, z_a, z_b) > 1e4  # one image whatever the noise: the term is huge
+    near, far = torch.full_like(same, 0.1), torch.full_like(same, 0.4)
+    four_times_apart = float(mode_seeking(same, far, z_a, z_b))
+    assert four_times_apart == pytest.approx(float(mode_seeking(same, near, z_a, z_b)) / 4, rel=1e-3)
+
+
+def test_mode_seeking_asks_g_for_a_second_draw_of_each_caption_and_logs_the_term() -> None:
+    model, batch = tiny_model(losses={"mode_seeking": 2.0}), batch_of(4)
+    calls: list[int] = []
+    model.generator.register_forward_hook(lambda *_: calls.append(1))
+    terms = model.generator_terms(batch)
+    assert len(calls) == 2 and terms["mode_seeking"] > 0
+    terms["g_loss"].backward()
+    assert model.generator.net.fc[0].weight.grad.abs().sum() > 0
+    plain, calls[:] = tiny_model(), []
+    plain.generator.register_forward_hook(lambda *_: calls.append(1))
+    assert "mode_seeking" not in plain.generator_terms(batch) and len(calls) == 1  # off: no second pass
