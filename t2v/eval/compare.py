@@ -2,6 +2,8 @@
 
 Prints one markdown table with a column per evaluation and chance beside every accuracy: first the held-out
 combinations balanced over the values each caption names (with their targets), then the plain accuracies.
+Runs given the same name (``--names base,base,new,new``: two seeds each) share a column: their mean, with the
+lowest and highest value beside it, the spread a reader needs before believing a difference.
 """
 
 from __future__ import annotations
@@ -27,14 +29,46 @@ def load(path: str | Path) -> dict[str, Any]:
     return summary
 
 
+def merged(summaries: list[dict[str, Any]], names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One summary per distinct name: each number the mean of that name's runs, kept with its spread."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for summary, name in zip(summaries, names, strict=True):
+        groups.setdefault(name, []).append(summary)
+    out = []
+    for runs in groups.values():
+        keys = {k for run in runs for k in run["metrics"]}
+        metrics = {}
+        for key in keys:
+            values = [run["metrics"].get(key) for run in runs]
+            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            metrics[key] = Spread(numbers) if len(runs) > 1 and len(numbers) == len(runs) else values[0]
+        out.append({"metrics": metrics, "run_time_s": Spread([r.get("run_time_s") or 0.0 for r in runs])})
+    return out, list(groups)
+
+
+class Spread(float):
+    """A mean that also knows the lowest and highest of the values it averages (several seeds of one setting)."""
+
+    def __new__(cls, values: list[float]) -> Spread:
+        spread = super().__new__(cls, sum(values) / len(values))
+        spread.low, spread.high, spread.count = min(values), max(values), len(values)
+        return spread
+
+
 def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
+    summaries, names = merged(summaries, names)
     metrics = [s["metrics"] for s in summaries]
     first = metrics[0]
     head = "| metric | chance | " + " | ".join(names) + " |"
     lines = [head, "|---|---|" + "---|" * len(names)]
 
+    def cell(value: Any, percent: bool) -> str:
+        if isinstance(value, Spread):
+            return f"{fmt(float(value), percent)} ({fmt(value.low, percent)}–{fmt(value.high, percent)})"
+        return fmt(value, percent)
+
     def row(label: str, values: list[Any], chance: Any = None, percent: bool = True) -> None:
-        lines.append(f"| {label} | {fmt(chance)} | " + " | ".join(fmt(v, percent) for v in values) + " |")
+        lines.append(f"| {label} | {fmt(chance)} | " + " | ".join(cell(v, percent) for v in values) + " |")
 
     for kind in ("video", "image"):
         for attribute in (*attributes_of(kind), "all"):
@@ -88,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         else [s.get("experiment") or Path(r).name for s, r in zip(summaries, args.runs, strict=True)]
     )
     if len(names) != len(summaries):
-        raise SystemExit(f"t2v: error: --names has {len(names)} names for {len(summaries)} runs; give one per run")
+        raise SystemExit(
+            f"t2v: error: --names has {len(names)} names for {len(summaries)} runs; give one per run "
+            "(the same name for runs to average, e.g. two seeds)"
+        )
     print(table(summaries, names))
     return 0
 

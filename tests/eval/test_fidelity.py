@@ -215,3 +215,13 @@ def test_balanced_accuracy_is_perfect_for_real_clips_and_chance_for_noise(
             assert abs(value - chance[f"chance/{attribute}"]) < 0.15, (kind, attribute, value)
         for name in easy_shapes.vocab["shape"]:
             assert perfect[f"generated/{kind}/value/shape/{name}"] >= 0.98
+
+
+def test_runs_of_one_name_share_a_column_with_their_spread(perfect: dict[str, float]) -> None:
+    worse = {**perfect, "generated/video/held_out_balanced/shape": 0.5}
+    best = {**perfect, "generated/video/held_out_balanced/shape": 0.9}
+    runs = [{"metrics": m, "run_time_s": 1.0} for m in (worse, best, perfect)]
+    side_by_side = compare.table(runs, ["seeds", "seeds", "one"])
+    assert side_by_side.splitlines()[0] == "| metric | chance | seeds | one |"
+    shape = next(line for line in side_by_side.splitlines() if line.startswith("| video shape, held-out, balanced"))
+    assert "| 70.0% (50.0%–90.0%) |" in shape
