@@ -42,7 +42,8 @@ def merged(summaries: list[dict[str, Any]], names: list[str]) -> tuple[list[dict
             values = [run["metrics"].get(key) for run in runs]
             numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
             metrics[key] = Spread(numbers) if len(runs) > 1 and len(numbers) == len(runs) else values[0]
-        out.append({"metrics": metrics, "run_time_s": Spread([r.get("run_time_s") or 0.0 for r in runs])})
+        times = [r.get("run_time_s") or 0.0 for r in runs]
+        out.append({"metrics": metrics, "run_time_s": Spread(times) if len(runs) > 1 else times[0]})
     return out, list(groups)
 
 
