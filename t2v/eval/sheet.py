@@ -68,9 +68,7 @@ def write_sheet(
     gif, png = out_dir / "sheet.gif", out_dir / "sheet.png"
     iio.imwrite(gif, vstack(rows_gif, gap=4), duration=1000 / fps, loop=0)  # GIF duration is in milliseconds
     held = shapes.is_held_out()
-    titles = [
-        f"{'[held-out] ' if held[i] else ''}{caption}  (real, then {num_samples} generated)"
-        for i, caption in zip(picked, captions, strict=True)
-    ]
-    captioned_grid(rows_png, titles, png)
+    titles = [f"{'[held-out] ' if held[i] else ''}{caption}" for i, caption in zip(picked, captions, strict=True)]
+    titles[0] = f"real, then {num_samples} generated: {titles[0]}"
+    captioned_grid(rows_png, titles, png, min_width=1200)  # upscaled, so a person sees the pixels
     return {"sheet_gif": str(gif), "sheet_png": str(png)}
