@@ -64,6 +64,11 @@ def test_missing_checkpoint_is_a_clear_error(compose_train) -> None:
         train_stage(compose_train(*FAST, "ckpt_path=/nope/last.ckpt"))
 
 
+def test_a_held_out_split_of_movie_data_is_a_clear_error(compose_train) -> None:
+    with pytest.raises(T2VError, match=r"held_out splits the shapes dataset .* drop the held_out override"):
+        train_stage(compose_train(*FAST, "data=folder", "data.root=/nope", "held_out=three"))
+
+
 def test_runs_with_no_logger_and_default_callbacks(compose_train, tmp_path: Path) -> None:
     summary = train_stage(compose_train("debug=limit", "logger=none", "callbacks=default", *TINY_VAE))
     assert summary["wandb_run"] is None and (tmp_path / "run" / "metrics.json").is_file()
