@@ -202,7 +202,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             + ", ".join(short)
             + "; train a better one (e.g. more probe.max_steps) before reading the fidelity figures."
         )
-    sheet = write_sheet(output_dir, generate, shapes, test, int(cfg.num_samples), int(cfg.seed), int(cfg.sheet))
+    sheet = write_sheet(output_dir, generate, shapes, test, int(cfg.num_samples), int(cfg.seed), int(cfg.sheet),
+                        batch_size=int(cfg.batch_size))  # fmt: skip
     title = f"t2v evaluation: experiment={experiment_name()}"
     table = report.markdown(metrics, title, notes)
     resolved = OmegaConf.to_container(cfg, resolve=True)

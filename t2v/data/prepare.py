@@ -160,6 +160,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from t2v.pipeline.stage import check_data
+
+    check_data(cfg.data)
     datamodule = instantiate(cfg.data, featurizer=None)
     if not hasattr(datamodule, "prepare_cache"):
         Console().print(f"data={HydraConfig.get().runtime.choices.get('data')} needs no preparation")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from t2v.eval.fidelity import SUBSETS, attributes_of
-from t2v.eval.report import TARGETS, fmt, other_rows
+from t2v.eval.report import fmt, other_rows, target_of
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -36,24 +36,35 @@ def merged(summaries: list[dict[str, Any]], names: list[str]) -> tuple[list[dict
         groups.setdefault(name, []).append(summary)
     out = []
     for runs in groups.values():
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
         keys = {k for run in runs for k in run["metrics"]}
-        metrics = {}
+        metrics: dict[str, Any] = {}
         for key in keys:
-            values = [run["metrics"].get(key) for run in runs]
-            numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-            metrics[key] = Spread(numbers) if len(runs) > 1 and len(numbers) == len(runs) else values[0]
-        times = [r.get("run_time_s") or 0.0 for r in runs]
-        out.append({"metrics": metrics, "run_time_s": Spread(times) if len(runs) > 1 else times[0]})
+            numbers = [v for run in runs if isinstance(v := run["metrics"].get(key), int | float)]
+            # A probe is trusted for the group only when it is for every run.
+            metrics[key] = (min(numbers) if key == "probe/trusted" else Spread(numbers, len(runs))) if numbers else None
+        times = [t for run in runs if (t := run.get("run_time_s")) is not None]
+        out.append({"metrics": metrics, "run_time_s": Spread(times, len(runs)) if times else None})
     return out, list(groups)
 
 
 class Spread(float):
-    """A mean that also knows the lowest and highest of the values it averages (several seeds of one setting)."""
+    """A mean that also knows the lowest and highest of the values it averages (several seeds of one setting),
+    and how many of the group's runs had a value."""
 
-    def __new__(cls, values: list[float]) -> Spread:
-        spread = super().__new__(cls, sum(values) / len(values))
-        spread.low, spread.high, spread.count = min(values), max(values), len(values)
-        return spread
+    def __new__(cls, values: list[float], runs: int) -> Spread:
+        return spread_of(sum(values) / len(values), min(values), max(values), len(values), runs)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle rebuild it from its fields, not from its values
+        return (spread_of, (float(self), self.low, self.high, self.count, self.runs))
+
+
+def spread_of(mean: float, low: float, high: float, count: int, runs: int) -> Spread:
+    spread = float.__new__(Spread, mean)
+    spread.low, spread.high, spread.count, spread.runs = low, high, count, runs
+    return spread
 
 
 def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
@@ -64,9 +75,10 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
     lines = [head, "|---|---|" + "---|" * len(names)]
 
     def cell(value: Any, percent: bool) -> str:
-        if isinstance(value, Spread):
-            return f"{fmt(float(value), percent)} ({fmt(value.low, percent)}–{fmt(value.high, percent)})"
-        return fmt(value, percent)
+        if not isinstance(value, Spread):
+            return fmt(value, percent)
+        missing = f", {value.count} of {value.runs} runs" if value.count < value.runs else ""
+        return f"{fmt(float(value), percent)} ({fmt(value.low, percent)}–{fmt(value.high, percent)}{missing})"
 
     def row(label: str, values: list[Any], chance: Any = None, percent: bool = True) -> None:
         lines.append(f"| {label} | {fmt(chance)} | " + " | ".join(cell(v, percent) for v in values) + " |")
@@ -75,7 +87,8 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
         for attribute in (*attributes_of(kind), "all"):
             key = f"generated/{kind}/held_out_balanced/{attribute}"
             if any(key in m for m in metrics):
-                target = f" (target ≥ {TARGETS[attribute]:.0%})" if attribute in TARGETS else ""
+                goal = target_of(kind, attribute)
+                target = f" (target ≥ {goal:.0%})" if goal is not None else ""
                 chance = first.get(f"chance/{kind}/all" if attribute == "all" else f"chance/{attribute}")
                 row(f"{kind} {attribute}, held-out, balanced over values{target}", [m.get(key) for m in metrics],
                     chance)  # fmt: skip
@@ -117,11 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", help="comma-separated column names (default: each run's experiment)")
     args = parser.parse_args(argv)
     summaries = [load(run) for run in args.runs]
-    names = (
-        args.names.split(",")
-        if args.names
-        else [s.get("experiment") or Path(r).name for s, r in zip(summaries, args.runs, strict=True)]
-    )
+    if args.names:
+        names = args.names.split(",")
+    else:  # one column per run: runs are averaged only when you name them alike
+        names = [f"{s.get('experiment') or 'run'} ({Path(r).name})" for s, r in zip(summaries, args.runs, strict=True)]
     if len(names) != len(summaries):
         raise SystemExit(
             f"t2v: error: --names has {len(names)} names for {len(summaries)} runs; give one per run "

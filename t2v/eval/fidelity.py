@@ -55,12 +55,21 @@ class Hits:
     predicted: dict[str, list[Tensor]] = field(default_factory=dict)
     truth: dict[str, list[Tensor]] = field(default_factory=dict)
     held_out: list[Tensor] = field(default_factory=list)
+    combination: list[Tensor] = field(default_factory=list)
 
-    def add(self, predictions: dict[str, Tensor], labels: dict[str, Tensor], held_out: Tensor) -> None:
+    def add(
+        self,
+        predictions: dict[str, Tensor],
+        labels: dict[str, Tensor],
+        held_out: Tensor,
+        combination: Tensor | None = None,
+    ) -> None:
+        """``combination``: which held-out combination (``data.held_out`` index) each row's caption is, -1 if none."""
         for a, pred in predictions.items():
             self.predicted.setdefault(a, []).append(pred.cpu())
             self.truth.setdefault(a, []).append(labels[a].cpu())
         self.held_out.append(held_out)
+        self.combination.append(combination if combination is not None else torch.full(held_out.shape, -1))
 
     def per_value(self, prefix: str, vocab: dict[str, list[str]]) -> dict[str, float]:
         """On the whole test split: ``<prefix>/value/<attribute>/<value>``, the accuracy on the rows whose caption
@@ -88,20 +97,15 @@ class Hits:
         present = torch.bincount(truth, minlength=num_values) > 0
         return {k: float(recall[k]) if present[k] else None for k in range(num_values)}
 
-    def held_out_all(self, prefix: str, vocab: dict[str, list[str]], combinations: list[dict[str, str]]) -> dict:
+    def held_out_all(self, prefix: str) -> dict[str, float]:
         """``<prefix>/held_out_balanced/all``: the rate of samples with every attribute right, on each held-out
         combination (``data.held_out``) in turn, averaged: a split whose held-out captions are mostly one
         combination counts each combination once."""
-        held = torch.cat(self.held_out)
+        if not self.combination:
+            return {}
+        combination = torch.cat(self.combination)
         correct = torch.stack([torch.cat(self.predicted[a]) == torch.cat(self.truth[a]) for a in self.predicted]).all(0)
-        rates = []
-        for combo in combinations:
-            rows = held.clone()
-            for attr, value in combo.items():
-                if attr in self.truth:  # an image has no direction or speed; the held-out flag says the rest
-                    rows &= torch.cat(self.truth[attr]) == vocab[attr].index(value)
-            if rows.any():
-                rates.append(float(correct[rows].float().mean()))
+        rates = [float(correct[combination == k].float().mean()) for k in combination.unique().tolist() if k >= 0]
         return {f"{prefix}/held_out_balanced/all": sum(rates) / len(rates)} if rates else {}
 
     def accuracy(self, prefix: str) -> dict[str, float]:
@@ -116,6 +120,18 @@ class Hits:
             if mask.any():
                 out |= {f"{prefix}/{subset}/{a}": float(c[mask].float().mean()) for a, c in correct.items()}
         return out
+
+
+def held_out_combination(shapes: CaptionedShapes, indices: np.ndarray) -> np.ndarray:
+    """For each clip, the index in ``data.held_out`` of the first held-out combination it matches (all five of
+    its attributes known), or -1."""
+    out = np.full(len(indices), -1, dtype=np.int64)
+    for k, combo in reversed(list(enumerate(shapes.held_out))):
+        match = np.ones(len(indices), dtype=bool)
+        for attr, value in combo.items():
+            match &= shapes.labels[attr][indices] == shapes.vocab[attr].index(value)
+        out[match] = k
+    return out
 
 
 def logits_to_predictions(logits: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -196,6 +212,7 @@ def score(
     if len(indices) < 2:
         raise ValueError("scoring needs at least two test clips")
     held_out = torch.from_numpy(shapes.is_held_out()[indices])
+    combinations = torch.from_numpy(held_out_combination(shapes, indices))
     n_fake = len(indices) * num_samples
     distances = {kind: FeatureDistances(probe, kind, len(indices), n_fake) for kind in KINDS}
     references: dict[str, FeatureDistances] = {}
@@ -223,15 +240,17 @@ def score(
             fake = {"video": result["video"].float(), "image": result["images"].float()}
             fake_labels = {a: x.repeat_interleave(num_samples) for a, x in labels.items()}
             fake_held = held.repeat_interleave(num_samples)
+            combo = combinations[start : start + batch_size]
+            fake_combo = combo.repeat_interleave(num_samples)
 
             for kind in KINDS:
                 logits = distances[kind].update(real[kind], real=True)
-                real_hits[kind].add(logits_to_predictions(logits), labels, held)
+                real_hits[kind].add(logits_to_predictions(logits), labels, held, combo)
                 if references:
                     references[kind].update(real[kind], real=True)  # the same batch: read once
                 features = distances[kind].features
                 logits = distances[kind].update(fake[kind], real=False)
-                fake_hits[kind].add(logits_to_predictions(logits), fake_labels, fake_held)
+                fake_hits[kind].add(logits_to_predictions(logits), fake_labels, fake_held, fake_combo)
                 diversity.setdefault(f"{kind}/pixel", []).append(pairwise_mean(fake[kind], len(part)))
                 diversity.setdefault(f"{kind}/feature", []).append(pairwise_mean(features(fake[kind]), len(part)))
             temporal["real"].append(temporal_change(real["video"]))
@@ -254,7 +273,7 @@ def score(
         metrics |= real_hits[kind].accuracy(f"real/{kind}")
         metrics |= fake_hits[kind].accuracy(f"generated/{kind}")
         metrics |= fake_hits[kind].per_value(f"generated/{kind}", shapes.vocab)
-        metrics |= fake_hits[kind].held_out_all(f"generated/{kind}", shapes.vocab, shapes.held_out)
+        metrics |= fake_hits[kind].held_out_all(f"generated/{kind}")
         metrics |= {f"quality/{kind}/{k}": v for k, v in distances[kind].compute().items()}
         if references:
             metrics |= {f"quality/{kind}/{k}_real": v for k, v in references[kind].compute().items()}

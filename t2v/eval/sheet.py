@@ -22,16 +22,36 @@ from t2v.eval.probe import to_tensor
 
 
 def pick_captions(shapes: CaptionedShapes, indices: np.ndarray, count: int) -> np.ndarray:
-    """Up to ``count`` test clips with different attribute combinations: held-out ones first, then seen ones."""
+    """Up to ``count`` test clips, each of another attribute combination: first the held-out ones, taken in turn
+    from each held-out combination (``data.held_out``), then seen ones, which keep a quarter of the rows."""
     held = shapes.is_held_out()
+
+    def combination(i: int) -> tuple[int, ...]:
+        return tuple(int(shapes.labels[a][i]) for a in ATTRIBUTES)
+
+    def matches(i: int, held_out: dict[str, str]) -> bool:
+        return all(int(shapes.labels[a][i]) == shapes.vocab[a].index(v) for a, v in held_out.items())
+
+    buckets = [[int(i) for i in indices if held[i] and matches(int(i), combo)] for combo in shapes.held_out]
+    seen_rows = [int(i) for i in indices if not held[i]]
+    quota = count - (count // 4 if seen_rows else 0)
     picked: list[int] = []
-    seen: set[tuple[int, ...]] = set()
-    for want_held in (True, False):
-        for i in indices:
-            combo = tuple(int(shapes.labels[a][i]) for a in ATTRIBUTES)
-            if len(picked) < count and bool(held[i]) == want_held and combo not in seen:
-                picked.append(int(i))
-                seen.add(combo)
+    taken: set[tuple[int, ...]] = set()
+
+    def take(candidates: list[int], limit: int) -> bool:
+        """Move the first row of a combination not shown yet into the sheet; False when there is none."""
+        for n, i in enumerate(candidates):
+            if len(picked) < limit and combination(i) not in taken:
+                picked.append(i)
+                taken.add(combination(i))
+                del candidates[: n + 1]
+                return True
+        return False
+
+    while len(picked) < quota and any([take(bucket, quota) for bucket in buckets]):
+        pass
+    while len(picked) < count and take(seen_rows, count):
+        pass
     return np.array(picked, dtype=np.int64)
 
 
@@ -50,6 +70,7 @@ def write_sheet(
     seed: int = 0,
     count: int = 8,
     fps: int = 8,
+    batch_size: int = 32,
 ) -> dict[str, str]:
     """Write ``sheet.gif`` and ``sheet.png`` for up to ``count`` test captions; returns their paths."""
     picked = pick_captions(shapes, indices, count)
@@ -57,8 +78,11 @@ def write_sheet(
         return {}
     captions = [shapes.captions[i] for i in picked]
     real = to_tensor(shapes.render(picked))
-    with torch.no_grad():
-        fake = generate(captions, num_samples, seed)["video"].float()
+    with torch.no_grad():  # in batches of captions, as the scoring loop does, so memory stays bounded
+        fake = torch.cat([
+            generate(captions[start : start + batch_size], num_samples, seed + start)["video"].float()
+            for start in range(0, len(captions), batch_size)
+        ])  # fmt: skip
     rows_gif, rows_png = [], []
     for row in range(len(picked)):
         clips = [real[row], *fake[row * num_samples : (row + 1) * num_samples]]

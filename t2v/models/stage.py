@@ -17,6 +17,7 @@ they load, generate and resume as before.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,9 +77,12 @@ class StageModule(pl.LightningModule):
         """Lightning's loader, after mapping an older checkpoint's hyper-parameters to today's options. Loads with
         ``weights_only=True``: a t2v checkpoint holds tensors and plain values, never code to run."""
         kwargs.setdefault("weights_only", True)
-        # Memory-mapped: reading the layout costs no copy of the weights.
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        # A file is memory-mapped: reading its layout costs no copy of the weights.
+        is_file = isinstance(checkpoint_path, str | os.PathLike)
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=is_file)
         if checkpoint.get(FORMAT_KEY, 0) >= cls.hparams_format:
+            if not is_file:
+                checkpoint_path.seek(0)
             return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
         buffer = io.BytesIO()
         torch.save(cls.upgraded(checkpoint), buffer)

@@ -111,14 +111,19 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
 
 def check_inputs(cfg: DictConfig) -> None:
     """Fail before any work on input that cannot work."""
-    if "held_out" in cfg.data and not str(cfg.data.get("_target_", "")).endswith("ShapesDataModule"):
-        raise T2VError(
-            "held_out splits the shapes dataset by attribute combinations, which movie clips do not have; "
-            "drop the held_out override or use data=shapes"
-        )
+    check_data(cfg.data)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise T2VError(
             f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
+        )
+
+
+def check_data(data: DictConfig) -> None:
+    """A held-out split (``held_out=``) only means something for the shapes, whose clips have attribute labels."""
+    if "held_out" in data and not str(data.get("_target_", "")).endswith("ShapesDataModule"):
+        raise T2VError(
+            "held_out splits the shapes dataset by attribute combinations, which movie clips do not have; "
+            "drop the held_out override or use data=shapes"
         )
 
 

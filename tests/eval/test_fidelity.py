@@ -165,16 +165,16 @@ def test_held_out_balanced_accuracy_counts_each_value_and_each_combination_once(
     direction = torch.tensor([2, 2, 2, 2, 2, 2, 0, 0, 0, 0])
     held = torch.tensor([True] * 8 + [False] * 2)
     drawn = {"shape": torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 1]), "direction": direction}
-    hits.add(drawn, {"shape": shape, "direction": direction}, held)
+    combination = torch.tensor([0] * 6 + [1] * 2 + [-1] * 2)  # which held-out combination each row is
+    hits.add(drawn, {"shape": shape, "direction": direction}, held, combination)
     vocab = {"shape": ["circle", "square"], "direction": ["left", "right", "up", "down"]}
     assert hits.accuracy("g")["g/held_out/shape"] == pytest.approx(0.75)  # the lean to squares pays
     by_value = hits.per_value("g", vocab)
     assert by_value["g/held_out_value/shape/square"] == 1.0 and by_value["g/held_out_value/shape/circle"] == 0.0
     assert by_value["g/held_out_balanced/shape"] == pytest.approx(0.5)  # each shape once
     assert by_value["g/held_out_balanced/direction"] == 1.0 and "g/held_out_value/direction/down" not in by_value
-    combinations = [{"shape": "square", "direction": "up"}, {"shape": "circle", "direction": "left"}]
-    assert hits.held_out_all("g", vocab, combinations) == {"g/held_out_balanced/all": pytest.approx(0.5)}
-    assert hits.held_out_all("g", vocab, [{"shape": "square", "direction": "down"}]) == {}  # no such caption
+    assert hits.held_out_all("g") == {"g/held_out_balanced/all": pytest.approx(0.5)}  # each combination once
+    assert Hits().held_out_all("g") == {}
 
 
 def test_a_generator_that_draws_one_shape_is_right_as_often_as_its_shape_is_asked_for_but_balanced_at_chance(
@@ -225,3 +225,29 @@ def test_runs_of_one_name_share_a_column_with_their_spread(perfect: dict[str, fl
     assert side_by_side.splitlines()[0] == "| metric | chance | seeds | one |"
     shape = next(line for line in side_by_side.splitlines() if line.startswith("| video shape, held-out, balanced"))
     assert "| 70.0% (50.0%–90.0%) |" in shape
+
+
+def test_each_clip_knows_its_held_out_combination_by_all_its_attributes(easy_shapes) -> None:
+    from t2v.eval.fidelity import held_out_combination
+
+    test = easy_shapes.split_indices("test")
+    combination = held_out_combination(easy_shapes, test)
+    assert ((combination == 0) == easy_shapes.is_held_out()[test]).all()  # one combination: red circles
+
+
+def test_a_group_is_trusted_only_when_every_run_is_and_a_missing_value_is_counted(perfect: dict[str, float]) -> None:
+    untrusted = {**perfect, "probe/trusted": 0.0}
+    lacking = {k: v for k, v in perfect.items() if k != "generated/video/held_out_balanced/shape"}
+    runs = [{"metrics": m, "run_time_s": None} for m in (perfect, untrusted)]
+    side_by_side = compare.table(runs, ["seeds", "seeds"])
+    assert next(line for line in side_by_side.splitlines() if "probe trusted" in line).endswith("| no |")
+    shape = compare.table([{"metrics": perfect}, {"metrics": lacking}], ["s", "s"]).splitlines()[2]
+    assert shape.endswith("(100.0%–100.0%, 1 of 2 runs) |")
+
+
+def test_runs_without_names_keep_a_column_each(tmp_path: Path, perfect: dict[str, float], capsys) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"experiment": "t2v", "metrics": perfect}))
+    compare.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert capsys.readouterr().out.splitlines()[0] == "| metric | chance | t2v (a) | t2v (b) |"

@@ -128,3 +128,14 @@ def test_a_published_artifact_keeps_the_layout_of_its_checkpoint(tmp_path: Path)
     slim_checkpoint(tmp_path / "best.ckpt", tmp_path / "model.ckpt")
     published = VideoGAN.load_from_checkpoint(tmp_path / "model.ckpt")
     assert published.hparams == model.hparams  # read as today's layout, not mapped again as an older one
+
+
+def test_a_checkpoint_loads_from_a_file_object_too() -> None:
+    import io
+
+    older = io.BytesIO((FIXTURES / "videogan_published.ckpt").read_bytes())
+    assert VideoGAN.load_from_checkpoint(older).hparams["generator"]["background"] == "generated"
+    today = io.BytesIO()
+    torch.save(VideoGAN.upgraded(torch.load(FIXTURES / "videogan_published.ckpt", weights_only=True)), today)
+    today.seek(0)
+    assert VideoGAN.load_from_checkpoint(today).hparams["text"]["parts"] == []  # today's layout, read as it is
