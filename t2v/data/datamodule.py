@@ -33,6 +33,15 @@ from t2v.errors import T2VError
 from t2v.text.featurizer import FastTextFeaturizer
 
 
+def check_data(data: Mapping[str, Any]) -> None:
+    """A held-out split (``held_out=``) only means something for the shapes, whose clips have attribute labels."""
+    if "held_out" in data and not str(data.get("_target_", "")).endswith("ShapesDataModule"):
+        raise T2VError(
+            "held_out splits the shapes dataset by attribute combinations, which movie clips do not have; "
+            "drop the held_out override or use data=shapes"
+        )
+
+
 class WithText(Dataset):
     """Adds each clip's caption features to an underlying clip dataset's items.
 

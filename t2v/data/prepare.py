@@ -160,7 +160,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from t2v.pipeline.stage import check_data
+    from t2v.data.datamodule import check_data
 
     check_data(cfg.data)
     datamodule = instantiate(cfg.data, featurizer=None)

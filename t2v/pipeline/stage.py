@@ -26,6 +26,7 @@ from t2v.callbacks.loss_plot import GanLossPlot
 from t2v.callbacks.metrics import MetricsHistory, to_number
 from t2v.callbacks.samples import GanSamples
 from t2v.config import instantiate_group
+from t2v.data.datamodule import check_data
 from t2v.errors import T2VError
 from t2v.loggers import close_loggers, define_gan_metrics, wandb_run_dir
 from t2v.models.gan import AdversarialModule
@@ -115,15 +116,6 @@ def check_inputs(cfg: DictConfig) -> None:
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise T2VError(
             f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
-        )
-
-
-def check_data(data: DictConfig) -> None:
-    """A held-out split (``held_out=``) only means something for the shapes, whose clips have attribute labels."""
-    if "held_out" in data and not str(data.get("_target_", "")).endswith("ShapesDataModule"):
-        raise T2VError(
-            "held_out splits the shapes dataset by attribute combinations, which movie clips do not have; "
-            "drop the held_out override or use data=shapes"
         )
 
 
