@@ -344,7 +344,8 @@ class CaptionedShapes:
         variants = _random_bits(self.seed, _STREAM_CAPTION, everything) >> _U64(11)
         self.captions: list[str] = [self.caption_for(self.attributes_of(i), int(v)) for i, v in enumerate(variants)]
         self.clip_ids: list[str] = [f"shapes-{i:06d}" for i in range(self.num_clips)]
-        self._held = self._match_held_out()
+        self._combination = self._match_held_out()
+        self._held = self._combination >= 0
         self._splits = self._assign_splits()
         if len(self._splits["train"]) == 0:
             raise T2VError(
@@ -405,13 +406,14 @@ class CaptionedShapes:
         return np.minimum((u * count).astype(np.int64), count - 1)
 
     def _match_held_out(self) -> np.ndarray:
-        held = np.zeros(self.num_clips, dtype=bool)
-        for combo in self.held_out:
+        """int64 (num_clips,): the index in ``held_out`` of the first combination each clip matches, or -1."""
+        combination = np.full(self.num_clips, -1, dtype=np.int64)
+        for k, combo in reversed(list(enumerate(self.held_out))):
             match = np.ones(self.num_clips, dtype=bool)
             for attr, value in combo.items():
                 match &= self.labels[attr] == self.vocab[attr].index(value)
-            held |= match
-        return held
+            combination[match] = k
+        return combination
 
     def _assign_splits(self) -> dict[str, np.ndarray]:
         # Ranking the free clips by a per-clip random key gives exact split sizes while a
@@ -440,6 +442,10 @@ class CaptionedShapes:
     def is_held_out(self) -> np.ndarray:
         """Boolean (num_clips,): whether each clip matches a held-out combination."""
         return self._held.copy()
+
+    def held_out_combination(self) -> np.ndarray:
+        """int64 (num_clips,): which ``held_out`` combination each clip matches (the first one), -1 for none."""
+        return self._combination.copy()
 
     def attributes_of(self, index: int) -> dict[str, str]:
         """The attribute values of clip ``index``, by name."""

@@ -124,18 +124,6 @@ class Hits:
         return out
 
 
-def held_out_combination(shapes: CaptionedShapes, indices: np.ndarray) -> np.ndarray:
-    """For each clip, the index in ``data.held_out`` of the first held-out combination it matches (all five of
-    its attributes known), or -1."""
-    out = np.full(len(indices), -1, dtype=np.int64)
-    for k, combo in reversed(list(enumerate(shapes.held_out))):
-        match = np.ones(len(indices), dtype=bool)
-        for attr, value in combo.items():
-            match &= shapes.labels[attr][indices] == shapes.vocab[attr].index(value)
-        out[match] = k
-    return out
-
-
 def logits_to_predictions(logits: dict[str, Tensor]) -> dict[str, Tensor]:
     return {a: x.argmax(-1).cpu() for a, x in logits.items()}
 
@@ -214,7 +202,7 @@ def score(
     if len(indices) < 2:
         raise ValueError("scoring needs at least two test clips")
     held_out = torch.from_numpy(shapes.is_held_out()[indices])
-    combinations = torch.from_numpy(held_out_combination(shapes, indices))
+    combinations = torch.from_numpy(shapes.held_out_combination()[indices])
     n_fake = len(indices) * num_samples
     distances = {kind: FeatureDistances(probe, kind, len(indices), n_fake) for kind in KINDS}
     references: dict[str, FeatureDistances] = {}

@@ -24,16 +24,13 @@ from t2v.eval.probe import to_tensor
 def pick_captions(shapes: CaptionedShapes, indices: np.ndarray, count: int) -> np.ndarray:
     """Up to ``count`` test clips, each of another attribute combination: first the held-out ones, taken in turn
     from each held-out combination (``data.held_out``), then seen ones, which keep a quarter of the rows."""
-    held = shapes.is_held_out()
+    held_out = shapes.held_out_combination()
 
     def combination(i: int) -> tuple[int, ...]:
         return tuple(int(shapes.labels[a][i]) for a in ATTRIBUTES)
 
-    def matches(i: int, held_out: dict[str, str]) -> bool:
-        return all(int(shapes.labels[a][i]) == shapes.vocab[a].index(v) for a, v in held_out.items())
-
-    buckets = [[int(i) for i in indices if held[i] and matches(int(i), combo)] for combo in shapes.held_out]
-    seen_rows = [int(i) for i in indices if not held[i]]
+    buckets = [[int(i) for i in indices if held_out[i] == k] for k in range(len(shapes.held_out))]
+    seen_rows = [int(i) for i in indices if held_out[i] < 0]
     quota = count - (count // 4 if seen_rows else 0)
     picked: list[int] = []
     taken: set[tuple[int, ...]] = set()

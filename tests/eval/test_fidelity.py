@@ -228,10 +228,8 @@ def test_runs_of_one_name_share_a_column_with_their_spread(perfect: dict[str, fl
 
 
 def test_each_clip_knows_its_held_out_combination_by_all_its_attributes(easy_shapes) -> None:
-    from t2v.eval.fidelity import held_out_combination
-
     test = easy_shapes.split_indices("test")
-    combination = held_out_combination(easy_shapes, test)
+    combination = easy_shapes.held_out_combination()[test]
     assert ((combination == 0) == easy_shapes.is_held_out()[test]).all()  # one combination: red circles
 
 
