@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from t2v.errors import T2VError
 from t2v.pipeline.generate import TextToVideo, write_samples
-from t2v.pipeline.stage import train_stage
+from t2v.pipeline.stage import command_line, train_stage
 
 
 def forwarded_overrides() -> list[str]:
     """The user's command-line overrides, minus the stage choice (each stage sets its own)."""
-    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("stage")]
+    return [o for o in command_line() if not o.lstrip("+~").startswith("stage")]
 
 
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
