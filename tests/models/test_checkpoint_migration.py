@@ -33,11 +33,17 @@ def test_the_fixture_covers_every_older_option() -> None:
     assert older <= set(flat)
 
 
+def assert_same_pixels(actual: torch.Tensor, expected: torch.Tensor, what: str = "images") -> None:
+    """The same pixels up to float rounding: another CPU's kernels (AVX-512 or not, Intel or AMD) round sums in
+    another order (about 1e-6 apart here), while a wrong weight mapping moves pixels by far more than 1e-4."""
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4, msg=what)
+
+
 @pytest.mark.parametrize("name", STAGE1)
 def test_an_older_stage1_checkpoint_draws_the_same_images(name: str) -> None:
     model = Stage1GAN.load_from_checkpoint(FIXTURES / f"{name}.ckpt").eval()
     expected = EXPECTED[name]
-    assert torch.equal(model.generate(EXPECTED["text"], expected["z"]), expected["images"])
+    assert_same_pixels(model.generate(EXPECTED["text"], expected["z"]), expected["images"])
 
 
 @pytest.mark.parametrize("name", VIDEOGAN)
@@ -47,7 +53,7 @@ def test_an_older_videogan_checkpoint_makes_the_same_clips(name: str) -> None:
     clips = model.generate(EXPECTED["first"], EXPECTED["text"], expected["z"])
     assert sorted(clips) == sorted(key for key in expected if key != "z")
     for key, value in clips.items():
-        assert torch.equal(value, expected[key]), key
+        assert_same_pixels(value, expected[key], key)
 
 
 def test_older_options_map_to_their_named_parts() -> None:
