@@ -187,6 +187,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # Fresh real clips for FD/KID's reference start past the dataset and the probe's training clips.
         reference_start=shapes.num_clips + int(probe_info.get("extra_clips", 0)),
         progress=bool(cfg.progress),
+        animate=chain.animate if cfg.animate_real_frames else None,
     )
     trusted, short = report.probe_verdict(metrics, float(cfg.probe.threshold))
     metrics["probe/trusted"] = float(trusted)

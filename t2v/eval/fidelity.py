@@ -12,6 +12,9 @@ the values (balanced accuracy): a generator that draws one shape for every capti
 of the test split as accuracy, but only 1 / the number of shapes balanced. The same on the held-out
 combinations alone (``held_out_balanced``) is the headline, with every attribute right averaged over the
 held-out combinations, each clip's combination known from all five of its attributes.
+
+With ``animate`` (the video GAN alone), the video GAN is also scored from each test clip's **real** first frame, as
+the kind ``animated``: what the video GAN loses of the caption and of realism by itself, apart from stage-I's images.
 """
 
 from __future__ import annotations
@@ -32,20 +35,25 @@ from t2v.eval.probe import STATIC_ATTRIBUTES, AttributeProbe, extended, labels_o
 from t2v.models.siamese import RECALL_AT, retrieval_recall
 
 KINDS = ("video", "image")
+# The video GAN from the real first frame: a clip, read by the video probe.
+ANIMATED = "animated"
+PROBE_KIND = {"video": "video", "image": "image", ANIMATED: "video"}
 SUBSETS = ("test", "held_out", "seen")
 
 # (captions, num_samples, seed) -> {"images": (B*n, 3, H, W), "video": (B*n, 3, T, H, W)} in [-1, 1]
 Generator = Callable[[list[str], int, int], dict[str, Any]]
+# (first frames (B, 3, H, W), captions, num_samples, seed) -> clips (B*n, 3, T, H, W) in [-1, 1]
+Animator = Callable[[Tensor, list[str], int, int], Tensor]
 
 
 def attributes_of(kind: str) -> tuple[str, ...]:
-    return ATTRIBUTES if kind == "video" else STATIC_ATTRIBUTES
+    return STATIC_ATTRIBUTES if kind == "image" else ATTRIBUTES
 
 
 def chance_levels(vocab: dict[str, list[str]]) -> dict[str, float]:
     """1 / the number of values of each attribute, and for all attributes of a kind right at once."""
     levels = {f"chance/{a}": 1.0 / len(vocab[a]) for a in ATTRIBUTES}
-    for kind in KINDS:
+    for kind in (*KINDS, ANIMATED):
         levels[f"chance/{kind}/all"] = math.prod(1.0 / len(vocab[a]) for a in attributes_of(kind))
     return levels
 
@@ -190,12 +198,14 @@ def score(
     retrieval: Retrieval | None = None,
     reference_start: int | None = None,
     progress: bool = True,
+    animate: Animator | None = None,
 ) -> dict[str, float]:
     """Every metric of the evaluation for the captions of clips ``indices`` of ``shapes``.
 
     ``real_frame`` is the frame of a real clip that the stage-I image is compared with (stage1's
     ``model.frame``). With ``reference_start``, FD and KID are also measured between the test clips and as
-    many fresh real clips (:func:`reference_set`): the score of a generator as good as the data.
+    many fresh real clips (:func:`reference_set`): the score of a generator as good as the data. With
+    ``animate``, the clips it makes from the real first frames are scored too (kind ``animated``).
     Returns a flat ``name -> value`` dict (see :mod:`t2v.eval.report` for the names).
     """
     indices = np.asarray(indices, dtype=np.int64)
@@ -204,7 +214,8 @@ def score(
     held_out = torch.from_numpy(shapes.is_held_out()[indices])
     combinations = torch.from_numpy(shapes.held_out_combination()[indices])
     n_fake = len(indices) * num_samples
-    distances = {kind: FeatureDistances(probe, kind, len(indices), n_fake) for kind in KINDS}
+    scored = (*KINDS, ANIMATED) if animate is not None else KINDS
+    distances = {kind: FeatureDistances(probe, PROBE_KIND[kind], len(indices), n_fake) for kind in scored}
     references: dict[str, FeatureDistances] = {}
     if reference_start is not None:
         reference_shapes, reference = reference_set(shapes, indices, num_samples, reference_start)
@@ -213,8 +224,8 @@ def score(
             for kind in KINDS
         }
     real_hits = {kind: Hits() for kind in KINDS}
-    fake_hits = {kind: Hits() for kind in KINDS}
-    temporal = {"real": [], "generated": []}
+    fake_hits = {kind: Hits() for kind in scored}
+    temporal: dict[str, list[Tensor]] = {"real": [], "generated": [], **({ANIMATED: []} if animate else {})}
     diversity: dict[str, list[Tensor]] = {}
 
     with Progress(disable=not progress, transient=True) as bar:
@@ -228,15 +239,18 @@ def score(
             real["image"] = real["video"][:, :, real_frame]
             result = generate(captions, num_samples, seed + chunk)
             fake = {"video": result["video"].float(), "image": result["images"].float()}
+            if animate is not None:
+                fake[ANIMATED] = animate(real["image"], captions, num_samples, seed + chunk).float()
             fake_labels = {a: x.repeat_interleave(num_samples) for a, x in labels.items()}
             fake_held = held.repeat_interleave(num_samples)
             combo = combinations[start : start + batch_size]
             fake_combo = combo.repeat_interleave(num_samples)
 
-            for kind in KINDS:
-                logits = distances[kind].update(real[kind], real=True)
-                real_hits[kind].add(logits_to_predictions(logits), labels, held, combo)
-                if references:
+            for kind in scored:
+                logits = distances[kind].update(real[PROBE_KIND[kind]], real=True)
+                if kind in real_hits:
+                    real_hits[kind].add(logits_to_predictions(logits), labels, held, combo)
+                if kind in references:
                     references[kind].update(real[kind], real=True)  # the same batch: read once
                 features = distances[kind].features
                 logits = distances[kind].update(fake[kind], real=False)
@@ -245,6 +259,8 @@ def score(
                 diversity.setdefault(f"{kind}/feature", []).append(pairwise_mean(features(fake[kind]), len(part)))
             temporal["real"].append(temporal_change(real["video"]))
             temporal["generated"].append(temporal_change(fake["video"]))
+            if animate is not None:
+                temporal[ANIMATED].append(temporal_change(fake[ANIMATED]))
             if retrieval is not None:
                 first = torch.arange(0, len(fake["image"]), num_samples)
                 retrieval.add(captions, labels, real["video"], fake["image"][first])
@@ -259,14 +275,18 @@ def score(
                 bar.advance(task, len(video))
 
     metrics: dict[str, float] = chance_levels(shapes.vocab)
-    for kind in KINDS:
-        metrics |= real_hits[kind].accuracy(f"real/{kind}")
+    for kind in scored:
+        if kind in real_hits:
+            metrics |= real_hits[kind].accuracy(f"real/{kind}")
         metrics |= fake_hits[kind].accuracy(f"generated/{kind}")
         metrics |= fake_hits[kind].per_value(f"generated/{kind}", shapes.vocab)
         metrics |= fake_hits[kind].held_out_all(f"generated/{kind}")
         metrics |= {f"quality/{kind}/{k}": v for k, v in distances[kind].compute().items()}
-        if references:
+        if kind in references:
             metrics |= {f"quality/{kind}/{k}_real": v for k, v in references[kind].compute().items()}
+    if animate is not None:  # the animated clips are clips: the same real-vs-real reference
+        video_reference = {k: v for k, v in metrics.items() if k.startswith("quality/video/") and k.endswith("_real")}
+        metrics |= {k.replace("/video/", f"/{ANIMATED}/"): v for k, v in video_reference.items()}
     for which, values in temporal.items():
         metrics[f"quality/temporal_change/{which}"] = float(torch.cat(values).mean())
     for name, values in diversity.items():

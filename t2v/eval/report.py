@@ -13,12 +13,14 @@ Metric names (all in ``metrics.json`` under ``metrics``, and logged as they are)
 ``chance/<attribute>``, ``chance/<kind>/all``       1 / number of values; the product for ``all``
 ``quality/<kind>/fd``, ``kid``, ``kid_std``         Fréchet distance and KID, real vs generated, probe features
 ``quality/<kind>/fd_real``, ``kid_real``, ...       the same between the test clips and as many fresh real ones
-``quality/temporal_change/<real|generated>``        mean absolute frame-to-frame change (pixels in [0, 1])
+``quality/temporal_change/<which>``                 mean absolute frame-to-frame change (pixels in [0, 1]) of
+                                                    the real, generated or animated clips
 ``diversity/<kind>/<pixel|feature>/<generated|real>``  mean pairwise distance between samples of one caption
 ``retrieval/<real|generated>/recall@K``             siamese text -> image recall@K on the test split
 ==================================================  ===========================================================
 
-``kind`` is ``video`` (the clip, video probe) or ``image`` (the stage-I image, image probe); ``subset`` is
+``kind`` is ``video`` (the clip, video probe), ``image`` (the stage-I image, image probe) or ``animated`` (the video
+GAN's clip from the real first frame, video probe; with ``animate_real_frames``); ``subset`` is
 ``test``, ``held_out`` (attribute combinations never trained on) or ``seen``; ``attribute`` is an attribute
 name or ``all`` (every attribute of the kind right at once).
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from t2v.data.shapes import ATTRIBUTES
-from t2v.eval.fidelity import SUBSETS, attributes_of
+from t2v.eval.fidelity import ANIMATED, KINDS, SUBSETS, attributes_of
 
 # Shown beside the held-out combinations' balanced figures: what experiment=t2v is to reach on any held-out split
 # (the clips on every one; the stage-I images on shape and colour).
@@ -55,7 +57,7 @@ def fmt(value: Any, percent: bool = True) -> str:
 def accuracy_rows(metrics: dict[str, float], prefix: str) -> list[tuple[str, str, list[Any], Any]]:
     """(kind, attribute, [value per subset], chance) for every accuracy under ``prefix`` (real|generated)."""
     rows = []
-    for kind in ("video", "image"):
+    for kind in (*KINDS, ANIMATED):
         for attribute in (*attributes_of(kind), "all"):
             values = [metrics.get(f"{prefix}/{kind}/{subset}/{attribute}") for subset in SUBSETS]
             if all(v is None for v in values):
@@ -69,7 +71,7 @@ def value_rows(metrics: dict[str, float], subset: str = "") -> list[tuple[str, s
     """(kind, attribute, balanced accuracy, "value accuracy, ...", chance) for the generated samples, on the test
     split (``subset=""``) or the held-out combinations (``subset="held_out_"``, with the ``all`` row)."""
     rows = []
-    for kind in ("video", "image"):
+    for kind in (*KINDS, ANIMATED):
         for attribute in (*attributes_of(kind), *(["all"] if subset else [])):
             balanced = metrics.get(f"generated/{kind}/{subset}balanced/{attribute}")
             if balanced is None:
@@ -84,14 +86,17 @@ def value_rows(metrics: dict[str, float], subset: str = "") -> list[tuple[str, s
 def other_rows(metrics: dict[str, float]) -> list[tuple[str, Any, Any]]:
     """(name, generated, real) for the quality, diversity and retrieval figures."""
     rows: list[tuple[str, Any, Any]] = []
-    for kind in ("video", "image"):
+    for kind in (*KINDS, ANIMATED):
         for key in ("fd", "kid"):
             if f"quality/{kind}/{key}" in metrics:
                 label = f"{key.upper()} {kind} to the test clips (probe features)"
                 rows.append((label, metrics[f"quality/{kind}/{key}"], metrics.get(f"quality/{kind}/{key}_real")))
     rows.append(("mean frame-to-frame change", metrics.get("quality/temporal_change/generated"),
                  metrics.get("quality/temporal_change/real")))  # fmt: skip
-    for kind in ("video", "image"):
+    if f"quality/temporal_change/{ANIMATED}" in metrics:
+        rows.append((f"mean frame-to-frame change, {ANIMATED}", metrics[f"quality/temporal_change/{ANIMATED}"],
+                     metrics.get("quality/temporal_change/real")))  # fmt: skip
+    for kind in (*KINDS, ANIMATED):
         for space in ("pixel", "feature"):
             name = f"diversity/{kind}/{space}"
             if f"{name}/generated" in metrics or f"{name}/real" in metrics:

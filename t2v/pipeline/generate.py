@@ -86,6 +86,14 @@ class TextToVideo:
         clip = self.videogan.generate(images, text)  # the text is ignored by an unconditioned video GAN
         return {"captions": [c for c in captions for _ in range(num_samples)], "images": images, **clip}
 
+    @torch.no_grad()
+    def animate(self, first_frames: Tensor, captions: list[str], num_samples: int = 1, seed: int = 0) -> Tensor:
+        """The video GAN alone: ``num_samples`` clips (B*n, 3, T, H, W) per given first frame (B, 3, H, W) and its
+        caption, row i*num_samples+k being sample k of frame i."""
+        torch.manual_seed(seed)
+        text = self.features(captions).repeat_interleave(num_samples, dim=0)
+        return self.videogan.generate(first_frames.repeat_interleave(num_samples, dim=0), text)["video"]
+
 
 def check_compatible(stage1: dict[str, Any], videogan: dict[str, Any]) -> None:
     """The dimension contract between the two generators, before anything is generated."""

@@ -32,6 +32,19 @@ def perfect_generator(shapes):
     return generate
 
 
+def perfect_animator(shapes):
+    """Each caption's own real clip, whatever first frame it is given."""
+    generate = perfect_generator(shapes)
+    return lambda frames, captions, n, seed: generate(captions, n, seed)["video"]
+
+
+def still_animator(shapes):
+    """The first frame held for the whole clip."""
+    return lambda frames, captions, n, seed: (
+        frames.repeat_interleave(n, 0).unsqueeze(2).expand(-1, -1, shapes.frames, -1, -1)
+    )
+
+
 def noise_generator(shapes):
     def generate(captions: list[str], n: int, seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
@@ -46,7 +59,8 @@ def perfect(easy_shapes, trained_probe) -> dict[str, float]:
     probe, _ = trained_probe
     test = easy_shapes.split_indices("test")
     return score(perfect_generator(easy_shapes), probe, easy_shapes, test, num_samples=SAMPLES, batch_size=40,
-                 reference_start=len(easy_shapes) + 5000, progress=False)  # fmt: skip
+                 reference_start=len(easy_shapes) + 5000, progress=False,
+                 animate=perfect_animator(easy_shapes))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +95,25 @@ def test_real_clips_as_generated_score_like_the_real_ones(perfect: dict[str, flo
     assert perfect["diversity/video/pixel/generated"] == 0.0
     assert perfect["diversity/video/pixel/real"] > 0.01
     assert perfect["diversity/image/feature/real"] > 0.0
+
+
+def test_the_video_gan_alone_is_scored_from_the_real_first_frames(easy_shapes, trained_probe, perfect) -> None:
+    for subset in ("test", "held_out"):
+        for attribute in (*ATTRIBUTES, "all"):
+            key = f"{subset}/{attribute}"
+            assert perfect[f"generated/animated/{key}"] == pytest.approx(perfect[f"real/video/{key}"]), key
+    assert perfect["generated/animated/held_out_balanced/all"] == perfect["generated/video/held_out_balanced/all"]
+    assert perfect["quality/animated/fd"] == pytest.approx(perfect["quality/video/fd"])  # the same clips
+    assert perfect["quality/animated/fd_real"] == perfect["quality/video/fd_real"]
+    probe, _ = trained_probe
+    test = easy_shapes.split_indices("test")[:24]
+    still = score(perfect_generator(easy_shapes), probe, easy_shapes, test, num_samples=2, batch_size=12,
+                  progress=False, animate=still_animator(easy_shapes))  # fmt: skip
+    assert still["quality/temporal_change/animated"] == 0.0 and still["quality/temporal_change/generated"] > 0.001
+    assert still["diversity/animated/pixel/generated"] == 0.0
+    assert still["generated/animated/test/colour"] >= 0.9  # the first frame's colour is there, whatever the motion
+    assert "real/animated/test/colour" not in still  # real clips are read once, as video
+    assert any(row[0] == "animated" for row in report.value_rows(perfect, "held_out_"))
 
 
 def test_random_videos_score_at_chance(easy_shapes, noise: dict[str, float]) -> None:
