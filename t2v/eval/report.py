@@ -43,7 +43,10 @@ IMAGE_TARGETS = ("shape", "colour")
 
 
 def target_of(kind: str, attribute: str) -> float | None:
-    return TARGETS.get(attribute) if kind == "video" or attribute in IMAGE_TARGETS else None
+    """The chain's targets: the clips' and the stage-I images'; the video GAN alone (``animated``) is a diagnosis."""
+    if kind == "video" or (kind == "image" and attribute in IMAGE_TARGETS):
+        return TARGETS.get(attribute)
+    return None
 
 
 def fmt(value: Any, percent: bool = True) -> str:
