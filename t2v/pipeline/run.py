@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from t2v.errors import T2VError
-from t2v.pipeline.generate import TextToVideo, write_samples
+from t2v.pipeline import artifacts
+from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo, write_samples
 from t2v.pipeline.stage import command_line, train_stage
 
 
@@ -47,10 +48,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         Console().rule(f"[bold]t2v pipeline: {name}")
         summaries[name] = train_stage(compose(config_name="train", overrides=overrides))
 
-    chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir)
-    captions = list(cfg.stage.samples)
-    result = chain(captions, num_samples=cfg.stage.num_samples, seed=cfg.seed)
-    samples = write_samples(result, output_dir / "samples", cfg.stage.num_samples, fps=cfg.stage.fps)
+    samples = write_chain_samples(cfg, output_dir / "samples")
     summary = {
         "stage": "pipeline",
         "seed": cfg.seed,
@@ -64,5 +62,22 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     console.print(f"[bold green]t2v[/] pipeline finished in {summary['run_time_s']:.0f}s")
     for name, s in summaries.items():
         console.print(f"  {name:<9} {s['run_time_s']:>6.0f}s  artifact {s.get('artifact')}")
-    console.print(f"  samples   {output_dir / 'samples'}")
+    if samples:
+        console.print(f"  samples   {output_dir / 'samples'}")
     return summary
+
+
+def write_chain_samples(cfg: DictConfig, out_dir: Path) -> list[dict[str, str]]:
+    """GIFs of ``stage.samples`` from the latest stage1 and videogan in the registry; none (said in one line) when
+    either generator has never been trained, as after ``stage.stages=[vae,siamese]``."""
+    missing = [name for name in GENERATOR_STAGES if artifacts.find(cfg.paths.artifacts_dir, name, "latest") is None]
+    if missing:
+        Console().print(
+            f"t2v: no samples: the registry {cfg.paths.artifacts_dir} has no trained {' or '.join(missing)} yet; "
+            "add it to stage.stages (or train it with python train.py stage=<name>) for text-to-video samples",
+            soft_wrap=True,
+        )
+        return []
+    chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir)
+    result = chain(list(cfg.stage.samples), num_samples=cfg.stage.num_samples, seed=cfg.seed)
+    return write_samples(result, out_dir, cfg.stage.num_samples, fps=cfg.stage.fps)

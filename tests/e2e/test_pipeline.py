@@ -151,3 +151,13 @@ def test_generate_errors_are_one_clear_line(chain: Path, tmp_path: Path, args: l
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("t2v: error:")]
     assert len(errors) == 1 and message in errors[0]
+
+
+def test_a_partial_pipeline_trains_what_it_is_asked_and_says_why_there_are_no_samples(tmp_path: Path) -> None:
+    result = run_entry("train.py", "stage=pipeline", "stage.stages=[vae,siamese]", *TINY,
+                       f"hydra.run.dir={tmp_path / 'run'}", *paths_in(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(summary["stages"]) == ["vae", "siamese"] and summary["samples"] == []
+    assert "no samples" in result.stdout and "no trained stage1 or videogan yet" in result.stdout
+    assert not (tmp_path / "run" / "samples").exists()
