@@ -8,8 +8,7 @@ parts (``conf/model/stage1.yaml``): ``generator``, ``discriminator``, ``text``, 
 - Conditioning augmentation (CA): a linear layer maps the text to (mu, log sigma) of N_g = ``generator.c_dim``
   dims and G sees c = mu + sigma * eps; KL(N(mu, sigma^2) || N(0, I)) regularises it (``losses.kl``).
 - G (the paper's / PyTorch port's layout): cat(z, c) -> FC -> 4x4 x ngf, then [nearest x2, conv 3x3, BN,
-  ReLU] blocks halving the channels, then conv 3x3 to RGB + tanh. ``generator.conditioning=modulated`` (off as
-  published) also modulates every block's BatchNorm by c (conditional BN, as BigGAN's G).
+  ReLU] blocks halving the channels, then conv 3x3 to RGB + tanh.
 - D: stride-2 4x4 convs down to 4x4, then a head that joins the text (``discriminator.head``): ``concat``
   (the TensorFlow original's: the text through FC + LeakyReLU, tiled 4x4 and concatenated; 1x1 conv + BN +
   LeakyReLU; a 4x4 conv to one logit) or ``projection`` (Miyato & Koyama 2018).
@@ -88,7 +87,7 @@ def init_dcgan(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d) and module.affine:  # a modulated one has no weights
+    elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -123,84 +122,29 @@ def up_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class ModulatedBatchNorm(nn.Module):
-    """BatchNorm whose scale and shift are linear in the condition c (conditional BN, as in BigGAN's generator).
-
-    The text then sets the features of every level, not only the code G starts from: each level can draw its own
-    part of the caption (the colour in one, the outline in another), and an unseen pair of words becomes an unseen
-    pair of modulations rather than an unseen input to a deep network.
-    """
-
-    def __init__(self, channels: int, c_dim: int) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm2d(channels, affine=False)
-        self.scale = nn.Linear(c_dim, channels)
-        self.shift = nn.Linear(c_dim, channels)
-
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
-        # 1 + scale: at initialisation (weights near 0) the layer is a plain BatchNorm.
-        return self.norm(h) * (1 + self.scale(c)[:, :, None, None]) + self.shift(c)[:, :, None, None]
-
-
-class ModulatedUpBlock(nn.Module):
-    """:func:`up_block` with the BatchNorm modulated by c."""
-
-    def __init__(self, c_in: int, c_out: int, c_dim: int) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
-        )
-        self.norm = ModulatedBatchNorm(c_out, c_dim)
-
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
-        return F.relu(self.norm(self.conv(h), c))
-
-
-CONDITIONINGS = ("input", "modulated")
-
-
 class ImageGenerator(nn.Module):
-    """cat(z, c) -> 4x4 x ngf -> ``ups`` up-blocks halving the channels -> RGB in [-1, 1].
+    """cat(z, c) -> 4x4 x ngf -> ``ups`` up-blocks halving the channels -> RGB in [-1, 1]."""
 
-    ``conditioning``: where c enters. ``input`` (published): only at the start, joined to z. ``modulated``: also in
-    every up-block's BatchNorm (:class:`ModulatedBatchNorm`).
-    """
-
-    def __init__(self, z_dim: int, c_dim: int, ngf: int, ups: int, conditioning: str = "input") -> None:
+    def __init__(self, z_dim: int, c_dim: int, ngf: int, ups: int) -> None:
         super().__init__()
-        one_of("generator", "conditioning", conditioning, CONDITIONINGS)
         self.ngf = ngf
         self.fc = nn.Sequential(nn.Linear(z_dim + c_dim, ngf * 16, bias=False), nn.BatchNorm1d(ngf * 16), nn.ReLU())
         channels = [ngf] + [max(MIN_CHANNELS, ngf >> (i + 1)) for i in range(ups)]
-        pairs = list(zip(channels[:-1], channels[1:], strict=True))
-        if conditioning == "input":
-            self.ups: nn.Module = nn.Sequential(*(up_block(a, b) for a, b in pairs))
-            self.upsample = self.plain_upsample
-        else:
-            self.ups = nn.ModuleList(ModulatedUpBlock(a, b, c_dim) for a, b in pairs)
-            self.upsample = self.modulated_upsample
+        self.ups = nn.Sequential(*(up_block(a, b) for a, b in zip(channels[:-1], channels[1:], strict=True)))
         self.to_rgb = nn.Sequential(nn.Conv2d(channels[-1], 3, 3, 1, 1), nn.Tanh())
 
     def forward(self, z: Tensor, c: Tensor) -> Tensor:
         h = self.fc(torch.cat([z, c], dim=1)).view(-1, self.ngf, 4, 4)
-        return self.to_rgb(self.upsample(h, c))
-
-    def plain_upsample(self, h: Tensor, c: Tensor) -> Tensor:
-        return self.ups(h)
-
-    def modulated_upsample(self, h: Tensor, c: Tensor) -> Tensor:
-        for block in self.ups:
-            h = block(h, c)
-        return h
+        return self.to_rgb(self.ups(h))
 
 
 class ConditionedGenerator(nn.Module):
     """CA + image generator: (embedding, z) -> (image, mu, log sigma)."""
 
-    def __init__(self, embed_dim: int, z_dim: int, c_dim: int, ngf: int, ups: int, conditioning: str = "input") -> None:
+    def __init__(self, embed_dim: int, z_dim: int, c_dim: int, ngf: int, ups: int) -> None:
         super().__init__()
         self.ca = ConditioningAugmentation(embed_dim, c_dim)
-        self.net = ImageGenerator(z_dim, c_dim, ngf, ups, conditioning)
+        self.net = ImageGenerator(z_dim, c_dim, ngf, ups)
 
     def forward(self, embedding: Tensor, z: Tensor, sample_condition: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         mu, log_sigma = self.ca(embedding)
@@ -213,15 +157,13 @@ D_HEADS = ("concat", "projection")
 
 @dataclass
 class Generator:
-    """``model.generator``: the noise and the conditioning augmentation's sizes, and where the condition enters."""
+    """``model.generator``: the noise and the conditioning augmentation's sizes."""
 
     z_dim: int = 100  # N_z
     c_dim: int = 128  # N_g
-    conditioning: str = "input"  # input (published: joined to z) | modulated (also every level's BatchNorm)
 
     def __post_init__(self) -> None:
         at_least("generator", 1, z_dim=self.z_dim, c_dim=self.c_dim)
-        one_of("generator", "conditioning", self.conditioning, CONDITIONINGS)
 
 
 @dataclass
@@ -376,9 +318,7 @@ class Stage1GAN(AdversarialModule):
             }  # fmt: skip
         )
         embed_dim = self.text_encoder.out_dim(self.text_input.parts)
-        self.generator = ConditionedGenerator(
-            embed_dim, g.z_dim, g.c_dim, scaled(GF_DIM * 8, width), steps, g.conditioning
-        )
+        self.generator = ConditionedGenerator(embed_dim, g.z_dim, g.c_dim, scaled(GF_DIM * 8, width), steps)
         self.discriminator = MatchingDiscriminator(
             embed_dim, g.c_dim, scaled(DF_DIM, width), steps, d.head, d.spectral_norm, reads_text=self.losses.read > 0
         )

@@ -144,7 +144,7 @@ def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:
     assert model.text_input == TextInput() and model.z_dim == 8
     # Every key of every group is saved, so the checkpoint means the same whatever the defaults become.
     hp = model.hparams
-    assert hp.generator == {"z_dim": 8, "c_dim": 8, "conditioning": "input"}
+    assert hp.generator == {"z_dim": 8, "c_dim": 8}
     assert hp.discriminator == {"head": "concat", "spectral_norm": False}
     assert hp.text == {"parts": ["embedding"], "balance": False}
     assert hp.losses == {"gan": "hinge", "kl": 1.0, "read": 0.0, "mode_seeking": 0.0}
@@ -158,8 +158,7 @@ def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"generator": {"zdim": 8}},
-         "model.generator.zdim is not an option; model.generator takes z_dim, c_dim, conditioning"),
+        ({"generator": {"zdim": 8}}, "model.generator.zdim is not an option; model.generator takes z_dim, c_dim"),
         ({"discriminator": {"d_head": "concat"}},
          "model.discriminator.d_head is not an option; model.discriminator takes head, spectral_norm"),
         ({"text": {"text_code": True}}, "model.text.text_code is not an option; model.text takes parts, balance"),
@@ -168,8 +167,6 @@ def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:
          "model.optim.lr is not an option; model.optim takes lr_g, lr_d, betas, d_steps, clip_grad_norm"),
         ({"ema": {"ema_decay": 0.9}}, "model.ema.ema_decay is not an option; model.ema takes decay, start"),
         ({"generator": {"z_dim": 0}}, "model.generator.z_dim=0 must be 1 or more"),
-        ({"generator": {"conditioning": "film"}},
-         "model.generator.conditioning='film' is unknown; use one of input, modulated"),
         ({"losses": {"kl": -1}}, "model.losses.kl=-1 must be 0 or more"),
         ({"losses": {"gan": "wgan"}}, "model.losses.gan='wgan' is unknown; use one of bce, hinge"),
         ({"optim": {"d_steps": 0}}, "model.optim.d_steps=0 must be 1 or more"),
@@ -550,19 +547,3 @@ def test_mode_seeking_asks_g_for_a_second_draw_of_each_caption_and_logs_the_term
     plain, calls[:] = tiny_model(), []
     plain.generator.register_forward_hook(lambda *_: calls.append(1))
     assert "mode_seeking" not in plain.generator_terms(batch) and len(calls) == 1  # off: no second pass
-
-
-def test_modulated_conditioning_lets_the_text_set_every_level_and_survives_reload(tmp_path: Path) -> None:
-    model = tiny_model(generator={"z_dim": 8, "c_dim": 8, "conditioning": "modulated"})
-    blocks = model.generator.net.ups
-    assert len(blocks) == 2 and all(hasattr(block.norm, "scale") for block in blocks)
-    # c enters each level's BatchNorm: a gradient reaches every level's modulation from the images.
-    images, _, _ = model.generator(torch.randn(BATCH, EMBED_DIM), torch.randn(BATCH, 8))
-    images.square().mean().backward()
-    assert all(block.norm.scale.weight.grad.abs().sum() > 0 for block in blocks)
-    # Two captions through the same level with the same input differ there, and only by the modulation.
-    h, c = torch.randn(2, blocks[0].conv[1].in_channels, 4, 4), torch.randn(2, 8)
-    block = blocks[0].eval()
-    assert not torch.equal(block(h[:1].expand(2, -1, -1, -1), c)[0], block(h[:1].expand(2, -1, -1, -1), c)[1])
-    assert_reloads_the_same(model, torch.randn(3, MAX_WORDS * WORD_DIM), tmp_path)
-    assert tiny_model().generator.net.ups[0][2].affine  # input (published): the blocks keep their own BatchNorm
