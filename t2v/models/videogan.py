@@ -9,17 +9,16 @@ and a channel-width multiplier (``width=1.0`` is the published network):
 - D is a stride-2 3D conv stack down to (T / 2**n) x 4 x 4 and one logit per clip.
 - G's loss adds ``losses.recon_l1 * L1(first generated frame, input frame)``.
 
-The options are named parts (``conf/model/videogan.yaml``): ``generator``, ``discriminator``, ``text``, ``losses``,
-``optim``, ``ema``. Departures, all off by default: ``generator.noise_dim > 0`` joins a noise code at the bottleneck
-(the published G is deterministic given the image); ``text.parts`` joins the frozen siamese text (embedding, VAE
-code, word mean) to G's bottleneck and makes D matching-aware on (video, caption) pairs; ``losses.clip_l1 > 0`` adds
+The options are named parts (``conf/model/videogan.yaml``): ``generator``, ``text``, ``losses``, ``optim``,
+``ema``. Departures, all off by default: ``generator.noise_dim > 0`` joins a noise code at the bottleneck (the
+published G is deterministic given the image); ``text.parts`` joins the frozen siamese text (embedding, VAE code,
+word mean) to G's bottleneck and makes D matching-aware on (video, caption) pairs; ``losses.clip_l1 > 0`` adds
 an L1 term between the whole generated clip and the real one (pix2pix's supervised term), which teaches the
-caption's motion in far fewer steps than D alone; ``generator.skips`` gives G's decoders U-Net skip connections from
-the frame encoder; ``generator.background`` chooses what lies behind the foreground: the ``generated`` 2D stream
-(published), the input frame moved by a generated ``flow`` per frame (the clip moves the frame's own pixels, so its
-shapes stay sharp, and the mask and foreground paint only what the flow cannot), or by one ``translation`` per frame
-(the frame moves whole, like a camera pan); ``discriminator.frames > 0`` adds an image D that judges that many
-frames of each clip one by one (DVD-GAN's spatial D), so every frame must look real.
+caption's motion in far fewer steps than D alone; ``generator.skips`` gives G's decoders U-Net skip connections
+from the frame encoder; ``generator.background`` chooses what lies behind the foreground: the ``generated``
+2D stream (published), the input frame moved by a generated ``flow`` per frame (the clip moves the frame's own
+pixels, so its shapes stay sharp, and the mask and foreground paint only what the flow cannot), or by one
+``translation`` per frame (the frame moves whole, like a camera pan).
 
 Weights start as in the original: conv weights N(0, 0.01), biases 0, BatchNorm gamma N(1, 0.02).
 """
@@ -72,16 +71,6 @@ class Generator:
     def __post_init__(self) -> None:
         at_least("generator", 0, noise_dim=self.noise_dim)
         one_of("generator", "background", self.background, BACKGROUNDS)
-
-
-@dataclass
-class Discriminator:
-    """``model.discriminator``: what judges the clips besides the published 3D D."""
-
-    frames: int = 0  # frames of each clip an image D also judges one by one (DVD-GAN's spatial D); 0 = none
-
-    def __post_init__(self) -> None:
-        at_least("discriminator", 0, frames=self.frames)
 
 
 @dataclass
@@ -355,46 +344,12 @@ class VideoGenerator(nn.Module):
         return flow.mean(dim=(-2, -1), keepdim=True).expand_as(flow), border_colour(image)
 
 
-class FrameDiscriminator(nn.Module):
-    """Frames (N, 3, H, W) -> one logit per frame: the 3D D's layout in 2D, judging each frame as an image.
-
-    The 3D D sees a whole clip at once through 4 x 4 x 4 kernels, and a clip can pass it with frames no real clip
-    has (smears, torn shapes). Judging a few frames one by one asks every frame to look real (Clark et al. 2019,
-    DVD-GAN's spatial discriminator; MoCoGAN's image discriminator), whatever the data.
-    """
-
-    def __init__(self, size: int, width: float) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        previous = 3
-        for i, c in enumerate(level_channels(size, width)):
-            layers += [
-                nn.Conv2d(previous, c, 4, 2, 1),
-                *([nn.BatchNorm2d(c, eps=BN_EPS)] if i else []),
-                nn.LeakyReLU(0.2),
-            ]
-            previous = c
-        self.net = nn.Sequential(*layers, nn.Conv2d(previous, 1, 4))
-
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.net(frames).flatten()
-
-
 class VideoDiscriminator(nn.Module):
     """Clip (+ caption embedding) -> one logit per clip. ``features`` and ``score`` are split so a
-    matching-aware loss can score one pass over the real clips against two captions. With ``frame_samples``, a
-    :class:`FrameDiscriminator` (``frame``) also judges that many frames of each clip (:meth:`frame_logits`)."""
+    matching-aware loss can score one pass over the real clips against two captions."""
 
-    def __init__(
-        self, frames: int, size: int, width: float, embed_dim: int, cond_dim: int, frame_samples: int = 0
-    ) -> None:
+    def __init__(self, frames: int, size: int, width: float, embed_dim: int, cond_dim: int) -> None:
         super().__init__()
-        if frame_samples > frames:
-            raise T2VError(
-                f"model.discriminator.frames={frame_samples} is more than the clips' {frames} frames; use 0-{frames}"
-            )
-        self.frame_samples = frame_samples
-        self.frame = FrameDiscriminator(size, width) if frame_samples else None
         channels = level_channels(size, width)
         top, t0 = channels[-1], frames // 2 ** downsampling_levels(size)
         layers: list[nn.Module] = []
@@ -426,16 +381,6 @@ class VideoDiscriminator(nn.Module):
     def forward(self, video: Tensor, embedding: Tensor | None = None) -> Tensor:
         return self.score(self.features(video), embedding)
 
-    def frame_picks(self, frames: int, device: torch.device) -> Tensor:
-        """Which frames the frame D judges this step: ``frame_samples`` distinct ones at random, as DVD-GAN."""
-        return torch.randperm(frames, device=device)[: self.frame_samples]
-
-    def frame_logits(self, video: Tensor, picks: Tensor) -> Tensor:
-        """(B * len(picks),) logits of the frame D for frames ``picks`` of every clip."""
-        assert self.frame is not None
-        frames = video.index_select(2, picks).transpose(1, 2).flatten(0, 1)  # (B * k, 3, H, W)
-        return self.frame(frames)
-
 
 class VideoGAN(AdversarialModule):
     """Image -> clip of ``frames`` frames: a two-stream generator against a 3D-conv discriminator."""
@@ -453,14 +398,12 @@ class VideoGAN(AdversarialModule):
         losses: Group = None,
         optim: Group = None,
         ema: Group = None,
-        discriminator: Group = None,
     ) -> None:
         """``text_encoder``: the frozen siamese text encoder's architecture (from the upstream manifest, needed only
         with ``text.parts``); the rest: the clip geometry and the option groups of ``conf/model/videogan.yaml``."""
         super().__init__(settings(Losses, "losses", losses), width, optim, ema)
         check_geometry(frames, size)
         g, self.text_input = settings(Generator, "generator", generator), settings(VideoText, "text", text)
-        d = settings(Discriminator, "discriminator", discriminator)
         parts = self.text_input.parts
         if parts and not text_encoder:
             raise T2VError(
@@ -474,7 +417,6 @@ class VideoGAN(AdversarialModule):
                 "size": size,
                 "width": width,
                 "generator": asdict(g),
-                "discriminator": asdict(d),
                 "text": asdict(self.text_input),
                 "losses": asdict(self.losses),
                 **self.shared_hparams(),
@@ -491,7 +433,7 @@ class VideoGAN(AdversarialModule):
         self.generator = VideoGenerator(
             frames, size, width, g.noise_dim, embed_dim, cond_dim, g.skips, g.background, g.flow_stride
         )
-        self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim, d.frames)
+        self.discriminator = VideoDiscriminator(frames, size, width, embed_dim, cond_dim)
         self.generator.apply(init_weights)
         if g.background != "generated":
             nn.init.zeros_(self.generator.to_flow.weight)  # the flow starts still: the first frame, held
@@ -585,14 +527,7 @@ class VideoGAN(AdversarialModule):
             wrong_logits = self.discriminator.score(real_features, embedding[mismatched_indices(caption_keys(batch))])
             terms["d_wrong"] = probability(wrong_logits)
             fake_term = 0.5 * (self.gan.fake(wrong_logits) + fake_term)
-        loss = self.gan.real(real_logits) + fake_term
-        if self.discriminator.frame is not None:
-            picks = self.discriminator.frame_picks(video.shape[2], video.device)
-            real_frames = self.discriminator.frame_logits(video, picks)
-            fake_frames = self.discriminator.frame_logits(fake, picks)
-            loss = loss + self.gan.real(real_frames) + self.gan.fake(fake_frames)
-            terms |= {"d_frame_real": probability(real_frames), "d_frame_fake": probability(fake_frames)}
-        return {"d_loss": loss, **terms}
+        return {"d_loss": self.gan.real(real_logits) + fake_term, **terms}
 
     def generator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         weights = self.losses
@@ -604,11 +539,6 @@ class VideoGAN(AdversarialModule):
         mask = out["mask"].float().abs().mean()
         loss = adversarial + weights.recon_l1 * recon
         terms = {"g_adv": adversarial.detach(), "recon_l1": recon.detach(), "mask_l1": mask.detach()}
-        if self.discriminator.frame is not None:
-            picks = self.discriminator.frame_picks(out["video"].shape[2], out["video"].device)
-            frame_adversarial = self.gan.generator(self.discriminator.frame_logits(out["video"], picks))
-            loss = loss + frame_adversarial
-            terms["g_frame_adv"] = frame_adversarial.detach()
         if weights.clip_l1:
             # Supervised, as pix2pix: the real clip that starts at this frame and fits this caption.
             clip = F.l1_loss(out["video"].float(), real)

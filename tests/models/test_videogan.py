@@ -124,10 +124,6 @@ def test_bad_settings_fail_at_construction() -> None:
         VideoGAN(**TINY, losses={"clip_l1": -1})
     with pytest.raises(T2VError, match="model.generator.noise_dim=-1 must be 0 or more"):
         VideoGAN(**TINY, generator={"noise_dim": -1})
-    with pytest.raises(T2VError, match="model.discriminator.frames=-1 must be 0 or more"):
-        VideoGAN(**TINY, discriminator={"frames": -1})
-    with pytest.raises(T2VError, match="model.discriminator.frames=9 is more than the clips' 8 frames; use 0-8"):
-        VideoGAN(**TINY, discriminator={"frames": 9})
     VideoGAN(frames=16, size=64, width=0.0625)  # the smallest clip that fits 64 x 64
 
 
@@ -135,7 +131,6 @@ def test_bad_settings_fail_at_construction() -> None:
     ("group", "key", "takes"),
     [
         ("generator", "warp", "noise_dim, skips, background, flow_stride"),
-        ("discriminator", "spatial", "frames"),
         ("text", "text_code", "parts, balance, cond_dim"),
         ("losses", "recon_weight", "gan, recon_l1, clip_l1, mask_l1"),
         ("optim", "ema_decay", "lr_g, lr_d, betas, d_steps, clip_grad_norm"),
@@ -242,7 +237,6 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert checkpoint["hyper_parameters"] == {
         "text_encoder": TEXT_ENCODER, "frames": 8, "size": 16, "width": 0.0625,
         "generator": {"noise_dim": 2, "skips": False, "background": "generated", "flow_stride": 1},
-        "discriminator": {"frames": 0},
         "text": {"parts": ["embedding"], "balance": False, "cond_dim": 128},
         "losses": {"gan": "bce", "recon_l1": 10.0, "clip_l1": 0.0, "mask_l1": 0.0},
         "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_steps": 1, "clip_grad_norm": None},
@@ -465,36 +459,3 @@ def test_a_warp_with_a_fill_colour_brings_that_colour_in_from_outside() -> None:
     assert torch.allclose(moved[..., :, :2], torch.full((1, 3, 8, 2), -0.8), atol=1e-5)  # background came in
     streaked = warp_frames(image, flow)[:, :, 1]  # the nearest border pixel instead: the object smears
     assert torch.allclose(streaked[..., 2:5, :2], torch.ones(1, 3, 3, 2), atol=1e-5)
-
-
-def test_a_frame_discriminator_judges_frames_one_by_one_and_trains_with_the_clip_d(tmp_path: Path) -> None:
-    pl.seed_everything(0)
-    model = VideoGAN(**TINY, generator={"noise_dim": 2}, discriminator={"frames": 3})
-    assert VideoGAN(**TINY).discriminator.frame is None  # off as published
-    d = model.discriminator
-    picks = d.frame_picks(TINY["frames"], torch.device("cpu"))
-    assert len(picks) == 3 and len(set(picks.tolist())) == 3
-    # Each logit is one frame's alone: changing another frame of the clip leaves it as it was.
-    video = batch_of(2)["video"]
-    d.eval()
-    logits = d.frame_logits(video, torch.tensor([1, 5]))
-    assert logits.shape == (4,)
-    edited = video.clone()
-    edited[:, :, 5] = 1.0
-    after = d.frame_logits(edited, torch.tensor([1, 5]))
-    assert torch.equal(after.view(2, 2)[:, 0], logits.view(2, 2)[:, 0]) and not torch.equal(after, logits)
-    d.train()
-    before = copy.deepcopy(model.state_dict())
-    record = Record()
-    trainer(tmp_path, steps=2 * 3, callbacks=[record]).fit(model, DataLoader(Clips(24), batch_size=8, shuffle=True))
-    assert any(
-        not torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("discriminator.frame.")
-    )
-    logged = record.metrics[-1]
-    for name in ("d_frame_real", "d_frame_fake", "g_frame_adv"):
-        assert math.isfinite(logged[f"train/{name}"]), name
-    # In G's step the frame D judges G's own frames, with the graph back to G: its verdict trains G.
-    seen: list[torch.Tensor] = []
-    d.frame.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-    model.generator_terms(batch_of(4))
-    assert len(seen) == 1 and seen[0].shape == (4 * 3, 3, 16, 16) and seen[0].requires_grad
