@@ -240,7 +240,8 @@ def score(
             result = generate(captions, num_samples, seed + chunk)
             fake = {"video": result["video"].float(), "image": result["images"].float()}
             if animate is not None:
-                fake[ANIMATED] = animate(real["image"], captions, num_samples, seed + chunk).float()
+                # The video GAN's input is the first frame, whichever frame stage-I was trained to draw.
+                fake[ANIMATED] = animate(real["video"][:, :, 0], captions, num_samples, seed + chunk).float()
             fake_labels = {a: x.repeat_interleave(num_samples) for a, x in labels.items()}
             fake_held = held.repeat_interleave(num_samples)
             combo = combinations[start : start + batch_size]

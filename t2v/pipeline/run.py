@@ -70,14 +70,23 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 def write_chain_samples(cfg: DictConfig, out_dir: Path) -> list[dict[str, str]]:
     """GIFs of ``stage.samples`` from the latest stage1 and videogan in the registry; none (said in one line) when
     either generator has never been trained, as after ``stage.stages=[vae,siamese]``."""
+    console = Console(soft_wrap=True)
     missing = [name for name in GENERATOR_STAGES if artifacts.find(cfg.paths.artifacts_dir, name, "latest") is None]
     if missing:
-        Console().print(
+        console.print(
             f"t2v: no samples: the registry {cfg.paths.artifacts_dir} has no trained {' or '.join(missing)} yet; "
-            "add it to stage.stages (or train it with python train.py stage=<name>) for text-to-video samples",
-            soft_wrap=True,
+            "add it to stage.stages (or train it with python train.py stage=<name>) for text-to-video samples"
         )
         return []
-    chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir)
+    older = [name for name in GENERATOR_STAGES if name not in cfg.stage.stages]
+    try:
+        chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir)
+    except T2VError as error:
+        if not older:  # the chain this run trained must generate
+            raise
+        console.print(f"t2v: no samples: the registry's latest {' and '.join(older)} cannot join this run's: {error}")
+        return []
+    if older:
+        console.print(f"t2v: samples with the registry's latest {' and '.join(older)}, which this run did not train")
     result = chain(list(cfg.stage.samples), num_samples=cfg.stage.num_samples, seed=cfg.seed)
     return write_samples(result, out_dir, cfg.stage.num_samples, fps=cfg.stage.fps)

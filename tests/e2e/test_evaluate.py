@@ -73,7 +73,13 @@ def test_evaluate_writes_metrics_table_and_logs(evaluation: tuple[Path, str], ch
         assert per_value and all(0.0 <= v <= 1.0 for v in per_value), attribute
         assert 0.0 <= metrics[f"generated/video/held_out_balanced/{attribute}"] <= 1.0
     assert 0.0 <= metrics["generated/video/held_out_balanced/all"] <= 1.0
+    # The video GAN alone, from the real first frames (animate_real_frames, on by default).
+    for key in ("generated/animated/held_out_balanced/shape", "generated/animated/test/direction",
+                "quality/animated/fd", "quality/temporal_change/animated"):  # fmt: skip
+        assert isinstance(metrics[key], float), key
+    assert metrics["quality/animated/fd_real"] == metrics["quality/video/fd_real"]
     table = (run_dir / "metrics.md").read_text()
+    assert "| animated | shape |" in table
     assert "| video | colour |" in table and "| chance |" in table
     assert "## Fidelity by the value the caption names" in table
     assert table.index("## Held-out combinations, balanced") < table.index("## Fidelity: the probe")

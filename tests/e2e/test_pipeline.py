@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -161,3 +162,14 @@ def test_a_partial_pipeline_trains_what_it_is_asked_and_says_why_there_are_no_sa
     assert list(summary["stages"]) == ["vae", "siamese"] and summary["samples"] == []
     assert "no samples" in result.stdout and "no trained stage1 or videogan yet" in result.stdout
     assert not (tmp_path / "run" / "samples").exists()
+
+
+def test_a_partial_pipeline_samples_with_the_registrys_other_generator_and_says_so(chain: Path, tmp_path: Path) -> None:
+    registry = tmp_path / "artifacts"
+    shutil.copytree(chain / "artifacts", registry)
+    result = run_entry("train.py", "stage=pipeline", "stage.stages=[videogan]", *TINY, VIDEOGAN_STEPS,
+                       f"hydra.run.dir={tmp_path / 'run'}", f"paths.artifacts_dir={registry}",
+                       f"paths.cache_dir={chain / 'cache'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "samples with the registry's latest stage1, which this run did not train" in result.stdout
+    assert len(list((tmp_path / "run" / "samples").glob("*.gif"))) == 4 * 2

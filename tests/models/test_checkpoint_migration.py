@@ -36,7 +36,7 @@ def test_the_fixture_covers_every_older_option() -> None:
 def assert_same_pixels(actual: torch.Tensor, expected: torch.Tensor, what: str = "images") -> None:
     """The same pixels up to float rounding: another CPU's kernels (AVX-512 or not, Intel or AMD) round sums in
     another order (about 1e-6 apart here), while a wrong weight mapping moves pixels by far more than 1e-4."""
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4, msg=what)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4, msg=lambda message: f"{what}: {message}")
 
 
 @pytest.mark.parametrize("name", STAGE1)
