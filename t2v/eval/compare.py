@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from t2v.eval.fidelity import ANIMATED, KINDS, SUBSETS, attributes_of
+from t2v.eval.fidelity import ALL_KINDS, SUBSETS, attributes_of
 from t2v.eval.report import fmt, other_rows, target_of
 
 
@@ -83,7 +83,7 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
     def row(label: str, values: list[Any], chance: Any = None, percent: bool = True) -> None:
         lines.append(f"| {label} | {fmt(chance)} | " + " | ".join(cell(v, percent) for v in values) + " |")
 
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         for attribute in (*attributes_of(kind), "all"):
             key = f"generated/{kind}/held_out_balanced/{attribute}"
             if any(key in m for m in metrics):
@@ -93,14 +93,14 @@ def table(summaries: list[dict[str, Any]], names: list[str]) -> str:
                 row(f"{kind} {attribute}, held-out, balanced over values{target}", [m.get(key) for m in metrics],
                     chance)  # fmt: skip
     for subset in ("held_out", *[s for s in SUBSETS if s != "held_out"]):
-        for kind in (*KINDS, ANIMATED):
+        for kind in ALL_KINDS:
             for attribute in (*attributes_of(kind), "all"):
                 key = f"generated/{kind}/{subset}/{attribute}"
                 if not any(key in m for m in metrics):
                     continue
                 chance = first.get(f"chance/{kind}/all" if attribute == "all" else f"chance/{attribute}")
                 row(f"{kind} {attribute}, {subset.replace('_', '-')}", [m.get(key) for m in metrics], chance)
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         for attribute in attributes_of(kind):
             key = f"generated/{kind}/balanced/{attribute}"
             if any(key in m for m in metrics):

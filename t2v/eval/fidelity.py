@@ -30,7 +30,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes
-from t2v.eval.metrics import FeatureDistances, pairwise_mean, temporal_change
+from t2v.eval.metrics import FeatureDistances, ProbeFeatures, pairwise_mean, temporal_change
 from t2v.eval.probe import STATIC_ATTRIBUTES, AttributeProbe, extended, labels_of, to_tensor
 from t2v.models.siamese import RECALL_AT, retrieval_recall
 
@@ -38,6 +38,7 @@ KINDS = ("video", "image")
 # The video GAN from the real first frame: a clip, read by the video probe.
 ANIMATED = "animated"
 PROBE_KIND = {"video": "video", "image": "image", ANIMATED: "video"}
+ALL_KINDS = (*KINDS, ANIMATED)
 SUBSETS = ("test", "held_out", "seen")
 
 # (captions, num_samples, seed) -> {"images": (B*n, 3, H, W), "video": (B*n, 3, T, H, W)} in [-1, 1]
@@ -53,7 +54,7 @@ def attributes_of(kind: str) -> tuple[str, ...]:
 def chance_levels(vocab: dict[str, list[str]]) -> dict[str, float]:
     """1 / the number of values of each attribute, and for all attributes of a kind right at once."""
     levels = {f"chance/{a}": 1.0 / len(vocab[a]) for a in ATTRIBUTES}
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         levels[f"chance/{kind}/all"] = math.prod(1.0 / len(vocab[a]) for a in attributes_of(kind))
     return levels
 
@@ -214,8 +215,13 @@ def score(
     held_out = torch.from_numpy(shapes.is_held_out()[indices])
     combinations = torch.from_numpy(shapes.held_out_combination()[indices])
     n_fake = len(indices) * num_samples
-    scored = (*KINDS, ANIMATED) if animate is not None else KINDS
-    distances = {kind: FeatureDistances(probe, PROBE_KIND[kind], len(indices), n_fake) for kind in scored}
+    scored = ALL_KINDS if animate is not None else KINDS
+    # One feature module per probe kind: the animated clips share the video's, so the real clips are read once.
+    shared = {kind: ProbeFeatures(probe, kind) for kind in KINDS}
+    distances = {
+        kind: FeatureDistances(probe, PROBE_KIND[kind], len(indices), n_fake, features=shared[PROBE_KIND[kind]])
+        for kind in scored
+    }
     references: dict[str, FeatureDistances] = {}
     if reference_start is not None:
         reference_shapes, reference = reference_set(shapes, indices, num_samples, reference_start)
@@ -247,10 +253,11 @@ def score(
             combo = combinations[start : start + batch_size]
             fake_combo = combo.repeat_interleave(num_samples)
 
+            # Every real batch first, while each feature module still holds it (the animated kind's is the video's).
+            real_logits = {kind: distances[kind].update(real[PROBE_KIND[kind]], real=True) for kind in scored}
             for kind in scored:
-                logits = distances[kind].update(real[PROBE_KIND[kind]], real=True)
                 if kind in real_hits:
-                    real_hits[kind].add(logits_to_predictions(logits), labels, held, combo)
+                    real_hits[kind].add(logits_to_predictions(real_logits[kind]), labels, held, combo)
                 if kind in references:
                     references[kind].update(real[kind], real=True)  # the same batch: read once
                 features = distances[kind].features

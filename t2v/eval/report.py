@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from t2v.data.shapes import ATTRIBUTES
-from t2v.eval.fidelity import ANIMATED, KINDS, SUBSETS, attributes_of
+from t2v.eval.fidelity import ALL_KINDS, ANIMATED, SUBSETS, attributes_of
 
 # Shown beside the held-out combinations' balanced figures: what experiment=t2v is to reach on any held-out split
 # (the clips on every one; the stage-I images on shape and colour).
@@ -60,7 +60,7 @@ def fmt(value: Any, percent: bool = True) -> str:
 def accuracy_rows(metrics: dict[str, float], prefix: str) -> list[tuple[str, str, list[Any], Any]]:
     """(kind, attribute, [value per subset], chance) for every accuracy under ``prefix`` (real|generated)."""
     rows = []
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         for attribute in (*attributes_of(kind), "all"):
             values = [metrics.get(f"{prefix}/{kind}/{subset}/{attribute}") for subset in SUBSETS]
             if all(v is None for v in values):
@@ -74,7 +74,7 @@ def value_rows(metrics: dict[str, float], subset: str = "") -> list[tuple[str, s
     """(kind, attribute, balanced accuracy, "value accuracy, ...", chance) for the generated samples, on the test
     split (``subset=""``) or the held-out combinations (``subset="held_out_"``, with the ``all`` row)."""
     rows = []
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         for attribute in (*attributes_of(kind), *(["all"] if subset else [])):
             balanced = metrics.get(f"generated/{kind}/{subset}balanced/{attribute}")
             if balanced is None:
@@ -89,7 +89,7 @@ def value_rows(metrics: dict[str, float], subset: str = "") -> list[tuple[str, s
 def other_rows(metrics: dict[str, float]) -> list[tuple[str, Any, Any]]:
     """(name, generated, real) for the quality, diversity and retrieval figures."""
     rows: list[tuple[str, Any, Any]] = []
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         for key in ("fd", "kid"):
             if f"quality/{kind}/{key}" in metrics:
                 label = f"{key.upper()} {kind} to the test clips (probe features)"
@@ -99,7 +99,7 @@ def other_rows(metrics: dict[str, float]) -> list[tuple[str, Any, Any]]:
     if f"quality/temporal_change/{ANIMATED}" in metrics:
         rows.append((f"mean frame-to-frame change, {ANIMATED}", metrics[f"quality/temporal_change/{ANIMATED}"],
                      metrics.get("quality/temporal_change/real")))  # fmt: skip
-    for kind in (*KINDS, ANIMATED):
+    for kind in ALL_KINDS:
         for space in ("pixel", "feature"):
             name = f"diversity/{kind}/{space}"
             if f"{name}/generated" in metrics or f"{name}/real" in metrics:
