@@ -184,10 +184,13 @@ class Losses(GanLosses):
     kl: float = 1.0  # the CA KL term (the paper's 1; the released code's 2)
     read: float = 0.0  # D's caption reading, asked of D on real images and of G on its images
     mode_seeking: float = 0.0  # MSGAN's term: two noise draws of one caption must give different images
+    interpolation: float = 0.0  # GAN-INT: G's images for the midpoint of two captions must pass D with it
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        at_least("losses", 0, kl=self.kl, read=self.read, mode_seeking=self.mode_seeking)
+        at_least(
+            "losses", 0, kl=self.kl, read=self.read, mode_seeking=self.mode_seeking, interpolation=self.interpolation
+        )
 
 
 class MatchingDiscriminator(nn.Module):
@@ -442,6 +445,10 @@ class Stage1GAN(AdversarialModule):
         adversarial = self.gan.generator(self.discriminator.logits(features, embedding))
         loss = adversarial + self.losses.kl * kl
         terms = {"g_adv": adversarial.detach(), "kl": kl.detach()}
+        if self.losses.interpolation:
+            between = self.interpolation_loss(embedding, self.wrong_indices(batch))
+            loss = loss + self.losses.interpolation * between
+            terms["g_between"] = between.detach()
         if self.losses.read:
             read = self.reading_loss(features, embedding, caption_keys(batch), self.contrast_embedding(batch))
             loss = loss + self.losses.read * read
@@ -453,6 +460,15 @@ class Stage1GAN(AdversarialModule):
             loss = loss + self.losses.mode_seeking * seeking
             terms["mode_seeking"] = seeking.detach()
         return {"g_loss": loss, **terms}
+
+    def interpolation_loss(self, embedding: Tensor, others: Tensor) -> Tensor:
+        """GAN-INT (Reed et al. 2016): the midpoint of each caption's text input and another caption's (``others``,
+        which says something else) is text no image was drawn for; G's image for it must still pass D as real and
+        matching. D never sees these pairs: G learns to draw the text space between the training captions, where
+        unseen captions lie, as judged by what D learned from the seen ones."""
+        between = 0.5 * (embedding + embedding[others])
+        fake, _, _ = self.generator(between, self.noise(len(between), between.device))
+        return self.gan.generator(self.discriminator(fake, between))
 
     def contrast_embedding(self, batch: dict[str, Any]) -> Tensor | None:
         """The text input of each image's contrast caption (``data.contrast``), when the batch has them."""

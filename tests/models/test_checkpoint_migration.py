@@ -70,7 +70,7 @@ def test_older_options_map_to_their_named_parts() -> None:
     stage1 = Stage1GAN.load_from_checkpoint(FIXTURES / "stage1_code_projection.ckpt").hparams
     assert stage1["text"] == {"parts": ["embedding", "vae_code", "word_mean"], "balance": True}
     assert stage1["discriminator"] == {"head": "projection", "spectral_norm": False}
-    assert stage1["losses"] == {"gan": "bce", "kl": 1.0, "read": 3.0, "mode_seeking": 0.0}
+    assert stage1["losses"] == {"gan": "bce", "kl": 1.0, "read": 3.0, "mode_seeking": 0.0, "interpolation": 0.0}
     hinge = Stage1GAN.load_from_checkpoint(FIXTURES / "stage1_spectral_hinge.ckpt").hparams
     assert hinge["optim"]["d_steps"] == 2 and hinge["optim"]["clip_grad_norm"] == 1.0
     assert hinge["losses"]["gan"] == "hinge" and hinge["discriminator"]["spectral_norm"] is True

@@ -147,7 +147,7 @@ def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:
     assert hp.generator == {"z_dim": 8, "c_dim": 8}
     assert hp.discriminator == {"head": "concat", "spectral_norm": False}
     assert hp.text == {"parts": ["embedding"], "balance": False}
-    assert hp.losses == {"gan": "hinge", "kl": 1.0, "read": 0.0, "mode_seeking": 0.0}
+    assert hp.losses == {"gan": "hinge", "kl": 1.0, "read": 0.0, "mode_seeking": 0.0, "interpolation": 0.0}
     assert hp.optim == {"lr_g": 1e-3, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_steps": 1, "clip_grad_norm": None}
     assert hp.ema == {"decay": 0.5, "start": 0}
     opt_g, opt_d = model.configure_optimizers()
@@ -547,3 +547,34 @@ def test_mode_seeking_asks_g_for_a_second_draw_of_each_caption_and_logs_the_term
     plain, calls[:] = tiny_model(), []
     plain.generator.register_forward_hook(lambda *_: calls.append(1))
     assert "mode_seeking" not in plain.generator_terms(batch) and len(calls) == 1  # off: no second pass
+
+
+def test_interpolation_asks_g_for_images_of_midpoints_between_captions_that_differ() -> None:
+    model, batch = tiny_model(losses={"interpolation": 1.0}), batch_of(4, shape=torch.tensor([0, 0, 1, 1]))
+    seen: list[Tensor] = []
+    model.generator.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))
+    terms = model.generator_terms(batch)
+    assert len(seen) == 2 and terms["g_between"] > 0
+    own, between = seen
+    # Each midpoint lies halfway between its own caption's text input and one whose labels differ.
+    others = (2 * between - own)[:, None, :]
+    partner = (others - own[None, :, :]).abs().amax(dim=-1).argmin(dim=1)
+    assert torch.allclose(between, 0.5 * (own + own[partner]), atol=1e-5)
+    assert (batch["labels"]["shape"][partner] != batch["labels"]["shape"]).all()
+    terms["g_loss"].backward()
+    assert model.generator.net.fc[0].weight.grad.abs().sum() > 0
+    plain, seen[:] = tiny_model(), []
+    plain.generator.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
+    assert "g_between" not in plain.generator_terms(batch) and len(seen) == 1  # off: no second pass
+
+
+def test_interpolation_leaves_the_discriminator_step_alone() -> None:
+    batch = batch_of(4, shape=torch.tensor([0, 0, 1, 1]))
+    plain, mixing = tiny_model(), tiny_model(losses={"interpolation": 1.0})
+    mixing.load_state_dict(plain.state_dict())
+    torch.manual_seed(3)
+    expected = plain.discriminator_terms(batch)
+    torch.manual_seed(3)
+    assert {k: float(v.detach()) for k, v in mixing.discriminator_terms(batch).items()} == pytest.approx(
+        {k: float(v.detach()) for k, v in expected.items()}
+    )
