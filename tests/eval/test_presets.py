@@ -39,6 +39,7 @@ def test_the_quickstart_stage1_reads_the_word_mean_its_siamese_stage_gives(compo
     siamese = compose_train("experiment=quickstart", "stage=siamese")
     assert list(stage1.model.text.parts) == ["word_mean"]
     assert siamese.model.word_mean is True
+    assert stage1.model.losses.interpolation == 1.0  # GAN-INT: G is also trained between the captions
 
 
 @pytest.mark.parametrize("stage", STAGES)
