@@ -328,8 +328,12 @@ class VideoGenerator(nn.Module):
 
     def upsampled_flow(self, levels: list[Tensor], pixels: Tensor) -> Tensor:
         """The flow made at a coarser level, trilinearly up to the clip: coarse is smooth, and moves a shape whole."""
-        coarse = self.to_flow(levels[self.flow_level])
-        return F.interpolate(coarse, size=self.clip_shape, mode="trilinear", align_corners=False)
+        level = levels[self.flow_level]
+        # In float32: under CPU bf16 autocast this coarse branch's backward crashed (segmentation fault) in about 4
+        # runs of 10 (torch 2.13); it makes two channels at a coarse level, so the cost is nil.
+        with torch.autocast(level.device.type, enabled=False):
+            coarse = self.to_flow(level.float())
+            return F.interpolate(coarse, size=self.clip_shape, mode="trilinear", align_corners=False)
 
     @staticmethod
     def as_field(flow: Tensor, image: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -494,7 +498,7 @@ class VideoGAN(AdversarialModule):
             return None
         return torch.randn(batch_size, self.noise_dim, generator=generator, device=device)
 
-    def real_video(self, batch: dict[str, Any]) -> Tensor:
+    def real_samples(self, batch: dict[str, Any]) -> Tensor:
         """The batch's clips, checked against the geometry the networks were built for."""
         p = self.hparams
         video = batch.get("video")
@@ -509,12 +513,12 @@ class VideoGAN(AdversarialModule):
 
     def fake(self, batch: dict[str, Any], embedding: Tensor | None) -> dict[str, Tensor]:
         """G's clips from the real first frames (the training input, as published)."""
-        first = self.real_video(batch)[:, :, 0]
+        first = self.real_samples(batch)[:, :, 0]
         return self.generator(first, embedding, self.noise(len(first), first.device))
 
     # -- the losses -----------------------------------------------------------------------------
     def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        video = self.real_video(batch)
+        video = self.real_samples(batch)
         embedding = self.embed(batch.get("text"))
         with torch.no_grad():
             fake = self.fake(batch, embedding)["video"]
@@ -580,9 +584,9 @@ class VideoGAN(AdversarialModule):
         return {k: v.float() for k, v in out.items()}
 
     def sampling_inputs(self, batch: dict[str, Any], noise: torch.Generator) -> dict[str, Tensor]:
-        first = self.real_video(batch)[:, :, 0]
-        z = self.noise(len(first), first.device, generator=noise)
-        return {"first": first, "text": batch["text"].float(), **({"z": z} if z is not None else {})}
+        first = self.real_samples(batch)[:, :, 0]
+        z = self.noise(len(first), noise.device, generator=noise)  # drawn where the generator is, then moved
+        return {"first": first, "text": batch["text"].float(), **({"z": z.to(first.device)} if z is not None else {})}
 
     def sample(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"input": inputs["first"], **self.generate(inputs["first"], inputs["text"], inputs.get("z"))}
