@@ -200,6 +200,10 @@ class AdversarialModule(StageModule):
         that show how it was made (``input``, ``foreground``, ``background``, ``mask``)."""
         raise NotImplementedError
 
+    def real_samples(self, batch: dict[str, Any]) -> Tensor:
+        """The real counterpart of :meth:`sample`'s output for ``batch``: what D compares G's samples with."""
+        raise NotImplementedError
+
     def generator_parameters(self) -> list[nn.Parameter]:
         """What the G optimizer updates (override to add e.g. a conditioning network)."""
         return [p for p in self.generator.parameters() if p.requires_grad]
@@ -290,6 +294,15 @@ class AdversarialModule(StageModule):
             if samples and samples[-1] is not None:
                 terms["diversity"] = batch_diversity(samples[-1])
         self.log_terms(terms, batch_size=self.batch_size_of(batch))
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Samples for the validation batch, with the same noise for the same batch every time, and their real
+        counterparts; the validation callback (``t2v/callbacks/validation.py``) scores them."""
+        noise = torch.Generator().manual_seed(batch_idx)
+        inputs = {k: v.to(self.device) for k, v in self.sampling_inputs(batch, noise).items()}
+        generated = generated_samples(self.sample(inputs))
+        return {"generated": generated, "real": self.real_samples(batch).to(generated)}
 
     def log_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
         """Everything under ``train/`` with stable names, plus the GAN step as an x-axis."""

@@ -390,7 +390,7 @@ class Stage1GAN(AdversarialModule):
         return {"image": self.generate(inputs["text"], inputs["z"])}
 
     # -- the losses -------------------------------------------------------------------------------
-    def target_images(self, batch: dict[str, Any]) -> Tensor:
+    def real_samples(self, batch: dict[str, Any]) -> Tensor:
         """The configured frame of every clip, (B, 3, size, size)."""
         video = batch.get("video")
         if video is None:
@@ -413,7 +413,7 @@ class Stage1GAN(AdversarialModule):
         return mismatched_indices(caption_keys(batch))
 
     def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        real = self.target_images(batch)
+        real = self.real_samples(batch)
         embedding = self.embed_text(batch["text"])
         with torch.no_grad():
             fake, _, _ = self.generator(embedding, self.noise(len(real), real.device))

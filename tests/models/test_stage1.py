@@ -131,10 +131,10 @@ def test_bad_size_is_a_user_error(size: int) -> None:
 
 def test_frame_is_configurable_and_checked() -> None:
     batch = batch_of(2)
-    assert torch.equal(tiny_model(frame=-1).target_images(batch), batch["video"][:, :, FRAMES - 1])
-    assert torch.equal(tiny_model(frame=1).target_images(batch), batch["video"][:, :, 1])
+    assert torch.equal(tiny_model(frame=-1).real_samples(batch), batch["video"][:, :, FRAMES - 1])
+    assert torch.equal(tiny_model(frame=1).real_samples(batch), batch["video"][:, :, 1])
     with pytest.raises(T2VError, match="model.frame"):
-        tiny_model(frame=FRAMES).target_images(batch)
+        tiny_model(frame=FRAMES).real_samples(batch)
 
 
 def test_groups_fill_in_their_defaults_and_are_saved_resolved() -> None:

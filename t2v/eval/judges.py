@@ -1,0 +1,167 @@
+"""Judges of a GAN stage's validation samples: how well generated images or clips match their captions, and how
+far their distribution lies from the real one. The GAN stages' validation metric (``val/fidelity``, ``val/fd``)
+comes from here (``t2v/callbacks/validation.py`` feeds the batches).
+
+- :class:`ProbeJudge`, on labelled data (the shapes): the attribute probe (``t2v/eval/probe.py``, the evaluation's
+  own judge) reads every sample; ``fidelity`` is the accuracy balanced over the values each attribute takes in the
+  batch captions, averaged over the attributes a sample shows (shape, colour, size for an image; also direction and
+  speed for a clip). ``fd`` is the Fréchet distance in the probe's feature space.
+- :class:`SiameseJudge`, on movie data (no labels): the siamese stage's encoders. ``fidelity`` is the agreement of
+  a sample with its caption, the cosine of their embeddings mapped to [0, 1] (0.5: unrelated); ``fd`` the Fréchet
+  distance in its image CNN's feature space (a clip: its frames' mean).
+
+Both count with torchmetrics, whose states are summed over the processes under DDP, so every rank computes the
+same value and makes the same checkpoint and stopping decisions.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from t2v.eval.metrics import ProbeFeatures
+from t2v.eval.probe import AttributeProbe
+from t2v.models.siamese import SiameseEmbedding
+
+
+def balanced_accuracy(confusion: Tensor) -> Tensor:
+    """Recall per true value, averaged over the values that occur (rows: truth, columns: prediction)."""
+    support = confusion.sum(dim=1)
+    recall = confusion.diagonal() / support.clamp_min(1)
+    return recall[support > 0].mean()
+
+
+def frechet(features: nn.Module) -> FrechetInceptionDistance:
+    """torchmetrics' FD over ``features`` (a module with ``num_features``): nothing is downloaded."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Metric `FrechetInceptionDistance`.*")
+        return FrechetInceptionDistance(feature=features, reset_real_features=True)
+
+
+def kind_of(samples: Tensor) -> str:
+    """``image`` for (B, 3, H, W), ``video`` for (B, 3, T, H, W)."""
+    return "video" if samples.dim() == 5 else "image"
+
+
+class Judge:
+    """What the validation callback needs of a judge: feed batches, then read the scores and start over."""
+
+    def update(self, generated: Tensor, real: Tensor, batch: dict) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> Judge:
+        raise NotImplementedError
+
+
+class ProbeJudge(Judge):
+    """Caption fidelity and FD of labelled samples, read by the attribute probe."""
+
+    def __init__(self, probe: AttributeProbe) -> None:
+        self.probe = probe.eval()
+        self.features = {kind: ProbeFeatures(probe, kind) for kind in ("image", "video")}
+        self.fd = {kind: frechet(features) for kind, features in self.features.items()}
+        self.confusion = {
+            kind: {a: MulticlassConfusionMatrix(len(probe.vocab[a])) for a in probe.attributes(kind)}
+            for kind in ("image", "video")
+        }
+        self.kind: str | None = None
+
+    def update(self, generated: Tensor, real: Tensor, batch: dict) -> None:
+        self.kind = kind = kind_of(generated)
+        self.fd[kind].update(real, real=True)
+        self.fd[kind].update(generated, real=False)  # read last, so last_logits are the generated samples'
+        predicted = self.features[kind].last_logits
+        for a, confusion in self.confusion[kind].items():
+            confusion.update(predicted[a].argmax(-1), batch["labels"][a].to(generated.device))
+
+    def compute(self) -> dict[str, Tensor]:
+        kind = self.kind
+        if kind is None:
+            return {}
+        per_attribute = {a: balanced_accuracy(c.compute()) for a, c in self.confusion[kind].items()}
+        scores = {f"fidelity/{a}": value for a, value in per_attribute.items()}
+        scores["fidelity"] = torch.stack(list(per_attribute.values())).mean()
+        scores["fd"] = self.fd[kind].compute().clamp_min(0)
+        return scores
+
+    def reset(self) -> None:
+        for kind in ("image", "video"):
+            self.fd[kind].reset()
+            for confusion in self.confusion[kind].values():
+                confusion.reset()
+        self.kind = None
+
+    def to(self, device: torch.device) -> ProbeJudge:
+        self.probe.to(device)
+        for kind in ("image", "video"):
+            self.fd[kind].to(device)
+            for confusion in self.confusion[kind].values():
+                confusion.to(device)
+        return self
+
+
+class SiameseFeatures(nn.Module):
+    """The siamese image CNN's pooled features of images, or of clips (the mean over ``frames`` evenly spaced
+    frames), as a torchmetrics feature module."""
+
+    def __init__(self, siamese: SiameseEmbedding, frames: int = 4) -> None:
+        super().__init__()
+        self.encoder, self.frames = siamese.image_encoder, frames
+        self.num_features = self.encoder.features(torch.zeros(1, 3, 16, 16)).shape[1]
+
+    def images(self, x: Tensor) -> tuple[Tensor, int]:
+        """(frames (B*K, 3, H, W), K): the clip frames the encoder reads, or the images themselves (K = 1)."""
+        if x.dim() == 4:
+            return x, 1
+        picked = torch.linspace(0, x.shape[2] - 1, min(self.frames, x.shape[2]), device=x.device).round().long()
+        frames = x[:, :, picked].transpose(1, 2)
+        return frames.reshape(-1, *frames.shape[2:]), len(picked)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        images, k = self.images(x.float())
+        return self.encoder.features(images).reshape(len(x), k, -1).mean(1)
+
+
+class SiameseJudge(Judge):
+    """Caption agreement and FD of unlabelled samples, read by the siamese stage's encoders."""
+
+    def __init__(self, siamese: SiameseEmbedding, frames: int = 4) -> None:
+        self.siamese = siamese.eval()
+        self.features = SiameseFeatures(siamese, frames)
+        self.fd = frechet(self.features)
+        self.agreement = MeanMetric()
+
+    @torch.no_grad()
+    def update(self, generated: Tensor, real: Tensor, batch: dict) -> None:
+        self.fd.update(real, real=True)
+        self.fd.update(generated, real=False)
+        images, k = self.features.images(generated.float())
+        image = self.siamese.image_encoder(images).reshape(len(generated), k, -1).mean(1)
+        text = self.siamese.text_encoder(batch["text"].float().to(generated.device))
+        self.agreement.update((torch.cosine_similarity(text, image, dim=-1) + 1) / 2)
+
+    def compute(self) -> dict[str, Tensor]:
+        if self.agreement.update_count == 0:
+            return {}
+        return {"fidelity": self.agreement.compute(), "fd": self.fd.compute().clamp_min(0)}
+
+    def reset(self) -> None:
+        self.fd.reset()
+        self.agreement.reset()
+
+    def to(self, device: torch.device) -> SiameseJudge:
+        for part in (self.siamese, self.fd, self.agreement):
+            part.to(device)
+        return self
