@@ -14,7 +14,7 @@ help:  ## list the targets
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev,optuna,slurm]"
 	touch $@
 
 train: $(VENV)/.installed  ## train the default main job on the embedded dataset (CPU)

@@ -26,8 +26,9 @@ def user_error(error: BaseException | None) -> T2VError | None:
     return None
 
 
-def run_reporting_errors(task: Callable[..., T], *args: Any) -> T:
-    """Run an entry point's task; bad user input becomes one line on stderr and exit status 2."""
+def run_reporting_errors(task: Callable[..., T], *args: Any, exit_on_error: bool = True) -> T:
+    """Run an entry point's task; bad user input becomes one line on stderr and exit status 2 (or, with
+    ``exit_on_error=False``, the line and the error raised again, for a caller that records failures)."""
     try:
         return task(*args)
     except Exception as error:
@@ -35,4 +36,6 @@ def run_reporting_errors(task: Callable[..., T], *args: Any) -> T:
         if cause is None:
             raise
         print(f"t2v: error: {cause}", file=sys.stderr)
+        if not exit_on_error:
+            raise cause from None
         sys.exit(2)

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from pytorch_lightning.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -19,9 +22,29 @@ CONF = ROOT / "conf"
 TINY_VAE = ["model.hidden_dims=[64]", "model.latent_dim=16", "featurizer.max_words=12", "featurizer.dim=32"]
 
 
-def run_entry(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run an entry point (train.py, ...) the way a user does, from `cwd`."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+# -- the tiny chain the end-to-end tests share (tests/e2e/conftest.py trains it once per session) --
+# experiment=quickstart (16 frames of 32x32, small widths) cut to a handful of batches by debug=limit.
+TINY = ["experiment=quickstart", "debug=limit", "logger=csv"]
+FRAMES, SIZE = 16, 32
+# A per-stage override, quoted as the shell needs it ('=' inside the list): 4 video GAN steps (one epoch, ending with
+# its validation), not 8.
+VIDEOGAN_STEPS = 'stage.overrides.videogan=["trainer.max_steps=4"]'
+
+
+def paths_in(root: Path) -> list[str]:
+    return [f"paths.artifacts_dir={root / 'artifacts'}", f"paths.cache_dir={root / 'cache'}"]
+
+
+def artifacts_in(root: Path) -> list[str]:
+    """generate.py reads only the artifact registry."""
+    return [f"paths.artifacts_dir={root / 'artifacts'}"]
+
+
+def run_entry(
+    script: str, *args: str, cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run an entry point (train.py, ...) the way a user does, from `cwd` (``env``: extra environment variables)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -40,3 +63,17 @@ def compose_app(config_name: str, *overrides: str, output_dir: Path, cwd: Path) 
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+class RankState(Callback):
+    """A test callback for multi-process runs (``+callbacks.rank_state._target_=helpers.RankState``, with tests/ on
+    PYTHONPATH): at the end of training every process saves its module's state to
+    ``<dirpath>/<class name>_rank<rank>.pt``, so a test can compare the processes' weights and statistics."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        name = f"{type(pl_module).__name__}_rank{trainer.global_rank}.pt"
+        torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, self.dirpath / name)

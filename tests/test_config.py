@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from helpers import CONF
 
-GROUPS = ("stage", "model", "data", "featurizer", "trainer", "logger", "callbacks", "paths", "experiment", "debug")
+GROUPS = ("stage", "model", "data", "featurizer", "trainer", "logger", "callbacks", "paths", "probe", "experiment",
+          "debug")  # fmt: skip
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 

@@ -50,6 +50,27 @@ class StageModule(pl.LightningModule):
     def optimizer_steps_per_batch(self) -> int:
         return 1
 
+    # -- several processes ---------------------------------------------------------------------------------
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.average_running_statistics()
+
+    @torch.no_grad()
+    def average_running_statistics(self) -> None:
+        """Under DDP, average the BatchNorm running statistics over the processes after every step, so every rank
+        validates, checkpoints and stops with the same network. DDP keeps the parameters equal but not the
+        statistics each rank gathers from its own data between DDP's broadcasts; ``trainer.sync_batchnorm`` makes
+        them equal on GPUs (then there is nothing to do here), but PyTorch's SyncBatchNorm needs a GPU."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size < 2:
+            return
+        norms = [m for m in self.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or any(isinstance(m, torch.nn.SyncBatchNorm) for m in norms):
+            return
+        stats = [s for m in norms for s in (m.running_mean, m.running_var) if s is not None]
+        flat = trainer.strategy.reduce(torch.cat([s.flatten() for s in stats]), reduce_op="mean")
+        for stat, averaged in zip(stats, flat.split([s.numel() for s in stats]), strict=True):
+            stat.copy_(averaged.view_as(stat))
+
     # -- checkpoints from older t2v ---------------------------------------------------------------------
     @classmethod
     def upgrade_checkpoint(cls, checkpoint: dict[str, Any], version: int) -> None:

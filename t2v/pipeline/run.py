@@ -9,6 +9,8 @@ artifact, so the next one finds it as its "latest" upstream.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,17 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from t2v.cluster import launched_rank, slurm_requeued, wait_for
 from t2v.errors import T2VError
 from t2v.pipeline import artifacts
 from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo, write_samples
 from t2v.pipeline.stage import command_line, train_stage
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
+
+
+class PipelineStageFailed(T2VError):
+    """A stage launched as its own process exited with an error (it has said why, above)."""
 
 
 def forwarded_overrides() -> list[str]:
@@ -28,32 +37,62 @@ def forwarded_overrides() -> list[str]:
     return [o for o in command_line() if not o.lstrip("+~").startswith("stage")]
 
 
+def override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def stage_overrides(name: str, overrides: list[str]) -> list[str]:
+    """``overrides`` for stage ``name``: a ``model.*`` key goes only to the stages whose model has it (so
+    ``model.optim.lr_g=1e-4`` sets both GANs' and leaves the VAE alone); everything else goes to every stage."""
+    model_keys = [o for o in overrides if override_key(o).startswith("model.") and not o.startswith("+")]
+    if not model_keys:
+        return overrides
+    composed = compose(config_name="train", overrides=[f"stage={name}"])
+    absent = object()  # a key whose default is null is still the stage's setting
+    return [o for o in overrides if o not in model_keys or OmegaConf.select(composed, override_key(o), default=absent)
+            is not absent]  # fmt: skip
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Train every stage of ``stage.stages`` in order, then generate ``stage.samples``."""
     started = time.time()
-    if int(cfg.trainer.devices) > 1 or int(cfg.trainer.num_nodes) > 1:
-        raise T2VError(
-            "stage=pipeline runs the stages one after another in one process, which DDP cannot do; "
-            "use one device, or run each stage with python train.py stage=<name> trainer=ddp"
-        )
     output_dir = Path(cfg.paths.output_dir)
+    forwarded = forwarded_overrides()
+    # Under DDP each stage is its own launch of train.py, so no process group outlives its stage.
+    distributed = int(cfg.trainer.devices) > 1 or int(cfg.trainer.num_nodes) > 1
     summaries: dict[str, Any] = {}
     for name in cfg.stage.stages:
         overrides = [
             f"stage={name}",
-            *forwarded_overrides(),
+            *stage_overrides(name, forwarded),
             *cfg.stage.overrides.get(name, []),
             f"paths.output_dir={output_dir / name}",
         ]
         Console().rule(f"[bold]t2v pipeline: {name}")
-        summaries[name] = train_stage(compose(config_name="train", overrides=overrides))
+        finished = output_dir / name / "metrics.json"
+        if slurm_requeued() and finished.is_file():
+            Console(soft_wrap=True).print(f"t2v: requeued job: {name} finished before ({finished}); not trained again")
+            summaries[name] = json.loads(finished.read_text())
+        elif distributed:
+            summaries[name] = launch_stage(name, overrides, output_dir / name)
+        else:
+            summaries[name] = train_stage(compose(config_name="train", overrides=overrides))
 
+    if launched_rank() != 0:
+        return {"stage": "pipeline", "stages": summaries}
     samples = write_chain_samples(cfg, output_dir / "samples")
+    last = summaries[cfg.stage.stages[-1]] if summaries else {}
     summary = {
         "stage": "pipeline",
         "seed": cfg.seed,
         "run_time_s": round(time.time() - started, 2),
-        "stages": {name: {k: s.get(k) for k in ("run_time_s", "best", "artifact")} for name, s in summaries.items()},
+        "stages": {
+            name: {k: s.get(k) for k in ("run_time_s", "monitor", "best", "stop/reason", "artifact")}
+            for name, s in summaries.items()
+        },  # fmt: skip
+        # A sweep over the pipeline optimises its last stage's metric.
+        "monitor": last.get("monitor"),
+        "best": last.get("best"),
         "samples": samples,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -65,6 +104,20 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     if samples:
         console.print(f"  samples   {output_dir / 'samples'}")
     return summary
+
+
+def launch_stage(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Train one stage as ``python train.py <overrides>`` in a process of its own, which starts (and ends) the
+    stage's DDP processes; returns the summary the stage wrote, its ``metrics.json``."""
+    command = [sys.executable, str(TRAIN_SCRIPT), *overrides, f"hydra.run.dir={run_dir}"]
+    returncode = subprocess.run(command, check=False).returncode
+    if returncode != 0:
+        raise PipelineStageFailed(f"stage {name} failed (exit status {returncode}); its run dir is {run_dir}")
+    # Rank 0 publishes the stage and then writes metrics.json. Under srun or torchrun every rank runs the pipeline,
+    # and the others must not start the next stage (which reads this one's artifact) before that.
+    metrics = run_dir / "metrics.json"
+    wait_for(lambda: metrics if metrics.is_file() else None, f"{name}'s {metrics}")
+    return json.loads(metrics.read_text())
 
 
 def write_chain_samples(cfg: DictConfig, out_dir: Path) -> list[dict[str, str]]:

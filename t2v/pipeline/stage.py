@@ -25,6 +25,8 @@ from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted
 from t2v.callbacks.loss_plot import GanLossPlot
 from t2v.callbacks.metrics import MetricsHistory, to_number
 from t2v.callbacks.samples import GanSamples
+from t2v.callbacks.validation import GanValidation
+from t2v.cluster import slurm_requeued
 from t2v.config import instantiate_group
 from t2v.data.datamodule import check_data
 from t2v.errors import T2VError
@@ -80,6 +82,7 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.trainer.get("enable_progress_bar", True):
         # Lightning refuses a progress-bar callback beside enable_progress_bar=false; the flag wins.
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    prepare_validation(cfg, model, datamodule, callbacks)
     loggers = instantiate_group(cfg.logger)
     # A GAN makes several optimizer steps per batch; trainer.max_steps counts batches (GAN steps).
     max_steps = cfg.trainer.max_steps * model.optimizer_steps_per_batch if cfg.trainer.max_steps > 0 else -1
@@ -93,7 +96,7 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
 
     try:
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path or requeued_resume(output_dir))
         except GanTrainingAborted:
             pass  # a non-finite loss: the callback said why and kept the last good checkpoint
         summary = summarize(cfg, trainer, history, started)
@@ -117,6 +120,31 @@ def check_inputs(cfg: DictConfig) -> None:
         raise T2VError(
             f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
         )
+
+
+def prepare_validation(
+    cfg: DictConfig, model: StageModule, datamodule: pl.LightningDataModule, callbacks: list[pl.Callback]
+) -> None:
+    """Build the GAN validation judge before training (it may train the probe); a GAN stage that monitors a metric
+    only the judge logs cannot pick its best checkpoint without it."""
+    validation = [c for c in callbacks if isinstance(c, GanValidation)]
+    for callback in validation:
+        callback.prepare(model, datamodule, Path(cfg.paths.output_dir))
+    if isinstance(model, AdversarialModule) and cfg.stage.monitor and not validation:
+        raise T2VError(
+            f"stage.monitor={cfg.stage.monitor} is logged by callbacks.gan_validation, which is switched off; "
+            "switch it back on, or set stage.monitor=null to keep the latest checkpoint as the best"
+        )
+
+
+def requeued_resume(output_dir: Path) -> str | None:
+    """A SLURM job that was requeued (after a timeout or a preemption; SLURM counts it in SLURM_RESTART_COUNT)
+    starts again in the same run dir: it resumes from the run's last checkpoint, when there is one."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if slurm_requeued() and last.is_file():
+        Console(soft_wrap=True).print(f"t2v: this SLURM job was requeued; resuming from {last}")
+        return str(last)
+    return None
 
 
 # -- upstream stages --------------------------------------------------------------------------------
@@ -211,6 +239,20 @@ def monitoring_files(trainer: pl.Trainer) -> dict[str, str]:
     return files
 
 
+def published_checkpoint(trainer: pl.Trainer, monitor: str | None) -> str | None:
+    """The best checkpoint by ``monitor``; the last one when the run ended before its first validation (it was
+    shorter than an epoch or ``trainer.val_check_interval``), which is said in one line."""
+    ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    if ckpt is None:
+        return None
+    if ckpt.best_model_path or not ckpt.last_model_path:
+        return ckpt.best_model_path or None
+    Console(soft_wrap=True).print(
+        f"t2v: no validation ran before the run ended, so no checkpoint is best by {monitor}; publishing the last one"
+    )
+    return ckpt.last_model_path
+
+
 def publish_stage(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -220,7 +262,7 @@ def publish_stage(
     upstream: Manifests,
 ) -> str | None:
     """Register the best checkpoint as this stage's artifact for the stages after it."""
-    checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    checkpoint = published_checkpoint(trainer, cfg.stage.monitor)
     if not cfg.publish or not checkpoint:
         return None
     manifest = {
