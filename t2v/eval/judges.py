@@ -113,12 +113,14 @@ class ProbeJudge(Judge):
 
 class SiameseFeatures(nn.Module):
     """The siamese image CNN's pooled features of images, or of clips (the mean over ``frames`` evenly spaced
-    frames), as a torchmetrics feature module."""
+    frames), as a torchmetrics feature module. It keeps the per-frame features of its last batch
+    (:attr:`last_per_frame`, (B, K, F)), so the judge embeds the generated frames without running the CNN again."""
 
     def __init__(self, siamese: SiameseEmbedding, frames: int = 4) -> None:
         super().__init__()
         self.encoder, self.frames = siamese.image_encoder, frames
         self.num_features = self.encoder.features(torch.zeros(1, 3, 16, 16)).shape[1]
+        self.last_per_frame: Tensor | None = None
 
     def images(self, x: Tensor) -> tuple[Tensor, int]:
         """(frames (B*K, 3, H, W), K): the clip frames the encoder reads, or the images themselves (K = 1)."""
@@ -131,7 +133,8 @@ class SiameseFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         images, k = self.images(x.float())
-        return self.encoder.features(images).reshape(len(x), k, -1).mean(1)
+        self.last_per_frame = self.encoder.features(images).reshape(len(x), k, -1)
+        return self.last_per_frame.mean(1)
 
 
 class SiameseJudge(Judge):
@@ -146,9 +149,8 @@ class SiameseJudge(Judge):
     @torch.no_grad()
     def update(self, generated: Tensor, real: Tensor, batch: dict) -> None:
         self.fd.update(real, real=True)
-        self.fd.update(generated, real=False)
-        images, k = self.features.images(generated.float())
-        image = self.siamese.image_encoder(images).reshape(len(generated), k, -1).mean(1)
+        self.fd.update(generated, real=False)  # read last: last_per_frame holds the generated frames' features
+        image = self.siamese.image_encoder.head(self.features.last_per_frame).mean(1)
         text = self.siamese.text_encoder(batch["text"].float().to(generated.device))
         self.agreement.update((torch.cosine_similarity(text, image, dim=-1) + 1) / 2)
 
