@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from t2v.errors import T2VError
+from t2v.files import atomic_path, write_bytes_atomic
 
 try:  # POSIX: one writer per cache folder at a time (e.g. DDP ranks, or two prepare commands)
     import fcntl
@@ -66,16 +67,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return rows
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @lru_cache(maxsize=64)
@@ -143,13 +134,13 @@ class CacheWriter:
     def __init__(self, cache: ClipCache, settings: dict[str, Any], shard_bytes: int) -> None:
         self.cache, self.shard_bytes = cache, shard_bytes
         directory = cache.directory
-        write_atomic(directory / SETTINGS, json.dumps(settings, indent=2, sort_keys=True).encode())
+        write_bytes_atomic(directory / SETTINGS, json.dumps(settings, indent=2, sort_keys=True).encode())
         # Cut torn last lines, so appends start on a fresh line.
         for name in (INDEX, DROPPED, FAILED):
             rows = read_jsonl(directory / name)
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
             if (directory / name).is_file() and (directory / name).read_text(encoding="utf-8") != text:
-                write_atomic(directory / name, text.encode())
+                write_bytes_atomic(directory / name, text.encode())
         indexed = {row["shard"] for row in read_jsonl(directory / INDEX)}
         self.next_shard = max(indexed, default=-1) + 1
         # Leftovers of a killed run: unfinished .tmp files, and finished shards no index line names.
@@ -177,7 +168,7 @@ class CacheWriter:
 
     def forget_failures(self) -> None:
         """Start the failed list afresh, before trying those clips again."""
-        write_atomic(self.cache.directory / FAILED, b"")
+        write_bytes_atomic(self.cache.directory / FAILED, b"")
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
         with open(self.cache.directory / name, "a", encoding="utf-8") as f:
@@ -189,12 +180,8 @@ class CacheWriter:
             return
         shard = self.next_shard
         path = self.cache.shard_path(shard)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.lib.format.write_array(f, np.stack([frames for frames, _ in self.buffer]), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         lines = [{**row, "shard": shard, "row": i} for i, (_, row) in enumerate(self.buffer)]
         with open(self.cache.directory / INDEX, "a", encoding="utf-8") as f:
             f.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))

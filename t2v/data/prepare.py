@@ -32,8 +32,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from t2v.data.annotations import ClipRecord
-from t2v.data.cache import SUMMARY, ClipCache, write_atomic
+from t2v.data.cache import SUMMARY, ClipCache
 from t2v.data.video import ClipSpec, Outcome, QualityFilters, process_clip
+from t2v.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -119,7 +120,7 @@ def prepare_clips(
         "failed_clips": sorted(failed),
         "seconds": round(time.time() - started, 2),
     }
-    write_atomic(cache.directory / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False).encode())
+    write_bytes_atomic(cache.directory / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False).encode())
     return summary
 
 

@@ -24,17 +24,11 @@ from typing import Any
 
 import torch
 
+from t2v.files import write_bytes_atomic, write_json_atomic
 from t2v.models.stage import FORMAT_KEY
 
 MANIFEST = "manifest.json"
 CHECKPOINT = "model.ckpt"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
@@ -79,9 +73,7 @@ def publish(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    latest_tmp = stage_dir / f".latest.{artifact_id}.tmp"
-    latest_tmp.write_text(artifact_id)
-    os.replace(latest_tmp, stage_dir / "latest")
+    write_bytes_atomic(stage_dir / "latest", artifact_id.encode())
     return final
 
 
