@@ -152,3 +152,14 @@ def make_folder(root: Path) -> MovieTree:
     (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     kept = {"beach/waves": "train", "beach/gulls": "train", "city/traffic": "val", "city/rain": None}
     return MovieTree(root, kept, {}, {"city/gone": "missing"}, {})
+
+
+def make_guarded_folder(base: Path, rows: list[str], encoding: str = "utf-8") -> Path:
+    """``base/clips`` holding one clip, a clip beside that folder (``base/outside.avi``) that its captions.csv
+    must not reach, and captions.csv: a header, the inside clip's row (line 2), then ``rows`` from line 3."""
+    root = base / "clips"
+    write_avi(root / "inside.avi", moving_square(12, 32, 32, seed=41), fps=25)
+    write_avi(base / "outside.avi", moving_square(12, 32, 32, seed=42), fps=25)
+    lines = ["path,caption,split", "inside.avi,A clip in the folder,train", *rows]
+    (root / "captions.csv").write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return root

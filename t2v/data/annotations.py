@@ -13,11 +13,14 @@ MPII and LSMDC clips live at ``<root>/<movie>/<clip id>.avi`` or as frames in
 trailing timestamps (``0001_American_Beauty_00.00.51.926-00.00.54.129`` -> ``0001_American_Beauty``).
 
 Reading never touches the videos: whether a clip exists or decodes is the preprocessing's business,
-which skips and counts the bad ones instead of failing the whole dataset.
+which skips and counts the bad ones instead of failing the whole dataset. What reading does refuse is a
+``captions.csv`` path that leaves ``root`` (see :func:`folder_clip_path`) and a ``captions.csv`` that is not
+UTF-8 (see :func:`read_text`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -79,17 +82,37 @@ def movie_sources(root: Path, clip_id: str, movie: str) -> tuple[Path, ...]:
     return (root / movie / f"{clip_id}.avi", root / "jpgAllFrames" / movie / clip_id)
 
 
-def read_text(path: Path, key: str) -> str:
-    """A text file as str; UTF-8 (with or without BOM), else Latin-1, which decodes any bytes, so an
-    odd character in one caption cannot stop the whole dataset."""
+def read_text(path: Path, key: str, latin1_fallback: bool = True) -> str:
+    """A text file as str, decoded as UTF-8 (with or without BOM).
+
+    The published MPII/LSMDC files (``latin1_fallback=True``) that are not UTF-8 are read as Latin-1, which
+    decodes any 8-bit text, so an odd character in one caption cannot stop the whole dataset. A file the
+    user writes for t2v (``captions.csv``: ``latin1_fallback=False``) must be UTF-8: its paths, decoded as
+    the wrong encoding, would name files that do not exist. A UTF-16 or UTF-32 file is no 8-bit text, and
+    Latin-1 would turn it into garbage rows, so every reader refuses it.
+    """
     if not path.is_file():
         raise T2VError(f"{key}: {path} does not exist; check data.root and the file name in {key}")
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        at = data.find(b"\x00")
+        raise T2VError(_not_utf8(path, key, data, max(at, 0), "it looks like UTF-16 or UTF-32"))
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if not latin1_fallback:
+            raise T2VError(_not_utf8(path, key, data, error.start, f"byte 0x{data[error.start]:02x}")) from None
         log.warning("%s is not UTF-8; reading it as Latin-1", path)
         return data.decode("latin-1")
+
+
+def _not_utf8(path: Path, key: str, data: bytes, at: int, what: str) -> str:
+    """The one-line message for a file that is not UTF-8, with the line of the first bad byte."""
+    line = data.count(b"\n", 0, at) + 1
+    return (
+        f"{key}: {path} is not UTF-8 ({what}, line {line}); save it as UTF-8 "
+        "(a spreadsheet's 'CSV UTF-8', or iconv -f <its encoding> -t UTF-8)"
+    )
 
 
 def check_root(root: str | Path, what: str) -> Path:
@@ -189,6 +212,28 @@ def hashed_split(key: str, val_fraction: float, test_fraction: float, seed: int 
     return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 
+def folder_clip_path(root: Path, rel: str, line: int, captions: Path) -> Path:
+    """The clip a ``captions.csv`` row names, as ``root / rel``, or a one-line error naming the row.
+
+    The check is on the path as written, not on where it resolves: a symlink inside ``root`` that points
+    elsewhere is the user's deliberate choice and is followed, while an absolute path or a ``..`` in the
+    CSV would read (and decode into the cache) a file the folder does not hold. A ``..`` that stays inside
+    ``root`` is refused too: through a symlinked folder, ``..`` goes somewhere else than it reads.
+    """
+    path = Path(rel)
+    if not path.parts:
+        raise T2VError(
+            f"data.captions: line {line} of {captions} has no path; give the clip's path relative to data.root={root}"
+        )
+    if path.is_absolute() or ".." in path.parts:
+        raise T2VError(
+            f"data.captions: line {line} of {captions} has the path {rel!r}, which is absolute or uses '..'; "
+            f"paths in captions.csv are relative to data.root={root}; move the clip under data.root "
+            "(or link it there) and give its path from there"
+        )
+    return root / path
+
+
 def read_folder(
     root: str | Path,
     captions: str = "captions.csv",
@@ -196,30 +241,36 @@ def read_folder(
     test_fraction: float = 0.1,
     seed: int = 0,
 ) -> list[ClipRecord]:
-    """The user's own clips: ``<root>/<captions>``, comma-separated ``path,caption[,split]``, with or
-    without that header row. ``path`` is a video file or a folder of frames, relative to ``root``.
-    Rows without a split are assigned one by a hash of the path."""
+    """The user's own clips: ``<root>/<captions>``, UTF-8, comma-separated ``path,caption[,split]``, with
+    or without that header row. ``path`` is a video file or a folder of frames, relative to ``root`` and
+    inside it (:func:`folder_clip_path`). Rows without a split are assigned one by a hash of the path."""
     root = check_root(root, f"your clips and {captions}")
+    csv_path = root / captions
     collector = Collector()
-    rows = list(csv.reader(io.StringIO(read_text(root / captions, "data.captions"))))
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "caption"]:
-        rows = rows[1:]
-    for row in rows:
+    reader = csv.reader(io.StringIO(read_text(csv_path, "data.captions", latin1_fallback=False)))
+    line = 1  # where the next row starts: a quoted caption may span lines, so reader.line_num is its end
+    for number, row in enumerate(reader):
+        row_line, line = line, reader.line_num + 1
+        if number == 0 and [c.strip().lower() for c in row[:2]] == ["path", "caption"]:
+            continue
         if not any(cell.strip() for cell in row):
             continue
         if len(row) not in (2, 3):
             collector.skipped["not path,caption[,split]"] += 1
             continue
         rel = row[0].strip()
+        source = folder_clip_path(root, rel, row_line, csv_path)
         given = row[2].strip().lower() if len(row) == 3 and row[2].strip() else None
         if given is not None and given not in SPLIT_NAMES:
-            raise T2VError(f"data.captions: {root / captions} gives {rel} the split {given!r}; use train, val or test")
+            raise T2VError(
+                f"data.captions: line {row_line} of {csv_path} gives {rel} the split {given!r}; use train, val or test"
+            )
         split = SPLIT_NAMES[given] if given else hashed_split(rel, val_fraction, test_fraction, seed)
         path = Path(rel)
         clip_id = path.with_suffix("").as_posix() if path.suffix else path.as_posix()
         movie = path.parent.as_posix() if path.parent != Path(".") else ""
-        collector.add(clip_id, row[1], movie, split, (path if path.is_absolute() else root / path,))
-    return collector.result(str(root / captions))
+        collector.add(clip_id, row[1], movie, split, (source,))
+    return collector.result(str(csv_path))
 
 
 # -- subsets ---------------------------------------------------------------------------------------

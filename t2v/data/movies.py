@@ -165,7 +165,11 @@ class MovieDataModule(TextClipsDataModule):
     def records(self) -> list[ClipRecord]:
         """The clips to use: the annotations, cut to the chosen movies, keywords and number."""
         if self._records is None:
-            records = select_keywords(select_movies(self.read_annotations(), self.movies), self.keywords)
+            listed = self.read_annotations()
+            if not listed:  # else the keyword check below would blame data.filter.keywords
+                files = ", ".join(str(path) for path in self.required_files().values())
+                raise T2VError(f"data: no clip with a caption in {files}; see the layouts in docs/movies.md")
+            records = select_keywords(select_movies(listed, self.movies), self.keywords)
             if not records:
                 raise T2VError(f"data.filter.keywords={self.keywords} match no caption; use other or fewer keywords")
             records = cap_clips(records, self.num_clips, self.seed)
@@ -270,8 +274,9 @@ class LSMDCDataModule(MovieDataModule):
 
 
 class FolderDataModule(MovieDataModule):
-    """The user's own clips: ``<root>/captions.csv`` with ``path,caption[,split]`` rows; a path is a video
-    file or a folder of frames. Rows without a split get one by a hash of the path."""
+    """The user's own clips: ``<root>/captions.csv`` (UTF-8) with ``path,caption[,split]`` rows; a path is a
+    video file or a folder of frames, relative to the root and inside it (no ``..``, not absolute; a symlink
+    in the root may point anywhere). Rows without a split get one by a hash of the path."""
 
     name = "folder"
 

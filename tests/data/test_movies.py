@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from movie_fixtures import A1, A2, A4, A5, A6, B1, B2, B4, BETA, MovieTree, make_folder, make_lsmdc, make_mpii
+from movie_fixtures import (
+    A1,
+    A2,
+    A4,
+    A5,
+    A6,
+    B1,
+    B2,
+    B4,
+    BETA,
+    MovieTree,
+    make_folder,
+    make_guarded_folder,
+    make_lsmdc,
+    make_mpii,
+)
 
 import t2v.data.prepare as prepare_module
 from t2v.data.annotations import movie_of, read_folder, read_lsmdc, read_mpii
 from t2v.data.cache import INDEX, read_jsonl
 from t2v.data.movies import FolderDataModule, LSMDCDataModule, MPIIDataModule
+from t2v.data.prepare import run as prepare_run
 from t2v.data.video import ClipSpec, window_indices
 from t2v.errors import T2VError, run_reporting_errors
 from t2v.models.captions import caption_keys
@@ -99,6 +116,94 @@ def test_folder_dataset(tmp_path: Path) -> None:
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape[1:] == (3, 8, 16, 16)
+
+
+# -- a folder's paths and encoding -----------------------------------------------------------------------
+
+
+def outside_paths(base: Path) -> list[str]:
+    """Ways a captions.csv row can name base/outside.avi (or another file) from inside base/clips."""
+    return ["../outside.avi", str(base / "outside.avi"), "inside/../../outside.avi", "./../outside.avi", "/etc/passwd"]
+
+
+def test_folder_paths_outside_the_root_are_refused_naming_the_row(tmp_path: Path) -> None:
+    for number, rel in enumerate(outside_paths(tmp_path)):
+        root = make_guarded_folder(tmp_path / str(number), [])
+        csv_path = root / "captions.csv"
+        # After the header, a quoted caption over lines 2 and 3: the bad row, the third, is on line 4.
+        rows = ['inside.avi,"A caption over', 'two lines",train', f"{rel},A clip from elsewhere,train"]
+        csv_path.write_text("path,caption,split\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        message = f"data.captions: line 4 of {csv_path} has the path {rel!r}, which is absolute or uses '..'; "
+        with pytest.raises(T2VError, match=re.escape(message) + r".*paths in captions.csv are relative to data.root"):
+            read_folder(root)
+    root = make_guarded_folder(tmp_path / "empty", [",A clip without a path,train"])
+    with pytest.raises(T2VError, match=f"line 3 of {re.escape(str(root / 'captions.csv'))} has no path"):
+        read_folder(root)
+
+
+def test_a_symlink_in_the_root_may_point_outside_it(tmp_path: Path) -> None:
+    """Linking a clip into the folder is the user's choice, and the fix the refusal suggests."""
+    root = make_guarded_folder(tmp_path, ["linked.avi,A linked clip,train", "beach/inside.avi,Also linked,train"])
+    (root / "linked.avi").symlink_to(tmp_path / "outside.avi")
+    (root / "beach").symlink_to(root)  # a linked folder: its clips are read through the link
+    records = {r.clip_id: r for r in read_folder(root)}
+    assert records["linked"].sources == (root / "linked.avi",)
+    dm = FolderDataModule(featurizer=None, root=str(root), cache_dir=str(tmp_path / "cache"), **SMALL)
+    summary = dm.prepare_cache(progress=False)
+    assert summary["cached"] == 3 and not summary["failed"]
+
+
+def test_folder_datamodule_refuses_outside_paths_before_decoding_anything(compose_train, tmp_path: Path,
+                                                                           capsys) -> None:  # fmt: skip
+    root = make_guarded_folder(tmp_path, ["../outside.avi,A clip from elsewhere,train"])
+    cache_dir = tmp_path / "cache"
+    dm = FolderDataModule(featurizer=tiny_featurizer(tmp_path), root=str(root), cache_dir=str(cache_dir), **SMALL)
+    for step in (dm.prepare_data, dm.setup):  # what Lightning calls, in its order
+        with pytest.raises(T2VError, match="line 3 of .*'../outside.avi'.*move the clip under data.root"):
+            step()
+    assert not list(cache_dir.rglob("*.npy")) and not list(cache_dir.rglob(INDEX))
+    # The prepare command: one line and exit status 2.
+    cfg = compose_train("data=folder", f"data.root={root}", "data.prepare_workers=0")
+    with pytest.raises(SystemExit) as exited:
+        run_reporting_errors(prepare_run, cfg)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t2v: error:")]
+    assert exited.value.code == 2 and len(errors) == 1 and f"line 3 of {root / 'captions.csv'}" in errors[0]
+
+
+def test_captions_csv_must_be_utf8(tmp_path: Path) -> None:
+    latin = make_guarded_folder(tmp_path / "cp1252", ["inside.avi,Un café très noir,train"], encoding="cp1252")
+    csv_path = latin / "captions.csv"
+    with pytest.raises(T2VError, match=re.escape(f"data.captions: {csv_path} is not UTF-8 (byte 0xe9, line 3); save")):
+        read_folder(latin)
+    with pytest.raises(T2VError, match="is not UTF-8"):  # through the datamodule, as training reads it
+        FolderDataModule(featurizer=None, root=str(latin), cache_dir=str(tmp_path / "c"), **SMALL).prepare_data()
+    wide = make_guarded_folder(tmp_path / "utf16", [], encoding="utf-16")
+    with pytest.raises(T2VError, match="captions.csv is not UTF-8 \\(it looks like UTF-16 or UTF-32, line 1\\)"):
+        read_folder(wide)
+    bom = make_guarded_folder(tmp_path / "bom", ["inside.avi,Un café,train"], encoding="utf-8-sig")
+    assert [r.captions for r in read_folder(bom)] == [("A clip in the folder", "Un café")]  # header still found
+    header_only = make_guarded_folder(tmp_path / "header", [])
+    (header_only / "captions.csv").write_text("path,caption\n", encoding="utf-8")
+    with pytest.raises(T2VError, match="data: no clip with a caption in .*captions.csv"):
+        FolderDataModule(featurizer=None, root=str(header_only), cache_dir=str(tmp_path / "c"), **SMALL).records()
+
+
+def test_published_annotations_may_be_latin1_but_not_utf16(tmp_path: Path, caplog) -> None:
+    """MPII/LSMDC files keep the Latin-1 fallback (one odd caption must not stop the dataset); UTF-16 would
+    decode to garbage rows, so it is refused."""
+    (tmp_path / "dataSplit.txt").write_text(f"{BETA}\ttraining\n")
+    (tmp_path / "annotations-someone.csv").write_bytes(f"{B1}\tSOMEONE drinks a café.\n".encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        assert [r.captions for r in read_mpii(tmp_path)] == [("SOMEONE drinks a café.",)]
+    assert "is not UTF-8; reading it as Latin-1" in caplog.text
+    (tmp_path / "annotations-someone.csv").write_text(f"{B1}\tSOMEONE drinks.\n", encoding="utf-16")
+    with pytest.raises(
+        T2VError, match="data.annotations: .*annotations-someone.csv is not UTF-8 \\(it looks like UTF-16"
+    ):
+        read_mpii(tmp_path)
+    (tmp_path / "train.csv").write_text(f"{B1}\ta\tb\tc\td\tSOMEONE drinks.\n", encoding="utf-16-le")  # no BOM
+    with pytest.raises(T2VError, match="data.annotations.train: .*train.csv is not UTF-8 \\(it looks like UTF-16"):
+        read_lsmdc(tmp_path, {"train": "train.csv"})
 
 
 # -- preprocessing ---------------------------------------------------------------------------------------
