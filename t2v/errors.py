@@ -16,6 +16,15 @@ T = TypeVar("T")
 class T2VError(Exception):
     """A problem with the user's input, config or files, with a one-line fix in its message."""
 
+    # What the process exits with: 2 for bad input; a run that failed or was stopped says otherwise.
+    exit_status = 2
+
+
+class RunFailed(T2VError):
+    """Training ran and failed (a diverged GAN, a stage of a pipeline that did): the message says what is kept."""
+
+    exit_status = 1
+
 
 def user_error(error: BaseException | None) -> T2VError | None:
     """The T2VError behind an exception, if any: Hydra's instantiate wraps what constructors raise."""
@@ -27,8 +36,8 @@ def user_error(error: BaseException | None) -> T2VError | None:
 
 
 def run_reporting_errors(task: Callable[..., T], *args: Any, exit_on_error: bool = True) -> T:
-    """Run an entry point's task; bad user input becomes one line on stderr and exit status 2 (or, with
-    ``exit_on_error=False``, the line and the error raised again, for a caller that records failures)."""
+    """Run an entry point's task; a T2VError becomes one line on stderr and its ``exit_status`` (2 for bad input),
+    or, with ``exit_on_error=False``, the line and the error raised again, for a caller that records failures."""
     try:
         return task(*args)
     except Exception as error:
@@ -38,4 +47,4 @@ def run_reporting_errors(task: Callable[..., T], *args: Any, exit_on_error: bool
         print(f"t2v: error: {cause}", file=sys.stderr)
         if not exit_on_error:
             raise cause from None
-        sys.exit(2)
+        sys.exit(cause.exit_status)

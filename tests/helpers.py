@@ -77,3 +77,18 @@ class RankState(Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         name = f"{type(pl_module).__name__}_rank{trainer.global_rank}.pt"
         torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, self.dirpath / name)
+
+
+class SignalAt(Callback):
+    """A test callback that sends a real signal to its own process after training batch ``batch`` (counted over the
+    run), as a scheduler would at a moment the test chooses (``+callbacks.signal._target_=helpers.SignalAt``, with
+    tests/ on PYTHONPATH)."""
+
+    def __init__(self, batch: int, signal_name: str = "SIGTERM") -> None:
+        self.batch, self.signal = batch, signal_name
+        self.seen = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        self.seen += 1
+        if self.seen == self.batch:
+            os.kill(os.getpid(), getattr(__import__("signal"), self.signal))

@@ -105,17 +105,25 @@ def test_the_local_launcher_runs_one_task_and_asks_for_no_gpus_on_a_cpu_trainer(
     assert (launcher["tasks_per_node"], launcher["gpus_per_node"]) == (1, None)
 
 
-def test_a_requeued_slurm_job_resumes_from_its_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from t2v.pipeline.stage import requeued_resume
+def test_a_requeued_slurm_job_resumes_from_its_newest_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from t2v.pipeline.stage import resume_checkpoint
 
+    cfg = OmegaConf.create({"ckpt_path": None})
     last = tmp_path / "checkpoints" / "last.ckpt"
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert requeued_resume(tmp_path) is None  # requeued before its first checkpoint: it starts again
+    assert resume_checkpoint(cfg, tmp_path) is None  # requeued before its first checkpoint: it starts again
     last.parent.mkdir()
     last.write_bytes(b"")
-    assert requeued_resume(tmp_path) == str(last)
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the first try of a job starts afresh
-    assert requeued_resume(tmp_path) is None
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # Lightning's own requeue handler saved one after it
+    hpc.write_bytes(b"")
+    os.utime(last, (1, 1))
+    assert resume_checkpoint(cfg, tmp_path) == str(hpc)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the first try of a job starts afresh...
+    assert resume_checkpoint(cfg, tmp_path) is None
+    assert resume_checkpoint(OmegaConf.create({"ckpt_path": "auto"}), tmp_path) == str(hpc)  # ...unless told
 
 
 def test_the_rank_a_cluster_launcher_gave_and_waiting_for_rank_0(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,13 @@ class MetricsHistory(pl.Callback):
         row = {k: to_number(v) for k, v in trainer.callback_metrics.items()}
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
 
+    # Kept in checkpoints, so a resumed run's metrics.json reports the best over the whole run.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
     def best(self, monitor: str, mode: str) -> dict[str, Any] | None:
         """All metrics of the epoch where ``monitor`` was best."""
         rows = [r for r in self.history if isinstance(r.get(monitor), float)]

@@ -20,13 +20,14 @@ size, the loaders); the shapes dataset is here, the movie datasets in ``t2v.data
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from t2v.data.shapes import CaptionedShapes, ShapesClips
 from t2v.errors import T2VError
@@ -131,6 +132,28 @@ class ContrastCaptions:
         return picks
 
 
+class EpochShuffle(RandomSampler):
+    """A random order of the training set that depends only on the run's seed and the epoch being trained.
+
+    Drawing the order from the global generator instead would tie it to everything else that draws before the epoch
+    starts, so a resumed run would read other batches than the uninterrupted run. The epoch is read from the trainer
+    when an epoch's iteration starts, not from ``set_epoch``: after a resume Lightning passes its processed-epochs
+    counter, one ahead of the epoch it trains. Under DDP Lightning replaces this sampler with its DistributedSampler
+    (seeded by ``PL_GLOBAL_SEED`` and that counter). ``skip`` drops the first samples of the next epoch read (a
+    resumed run continuing mid-epoch).
+    """
+
+    def __init__(self, data_source: Dataset, seed: int, epoch: Callable[[], int]) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch, self.skip = seed, epoch, 0
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch()]).generate_state(1)[0])
+        order = torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(seed))
+        skip, self.skip = self.skip, 0
+        yield from order[skip:].tolist()
+
+
 class TextClipsDataModule(pl.LightningDataModule):
     """The parts every t2v datamodule shares: caption features computed once per run, the global
     batch size split over DDP processes, and the loaders.
@@ -144,6 +167,8 @@ class TextClipsDataModule(pl.LightningDataModule):
         self.featurizer = featurizer
         self.batch_size, self.num_workers, self.with_video = batch_size, num_workers, with_video
         self.datasets: dict[str, Dataset] = {}
+        # Training batches of the current epoch that a resumed run already trained on (set by ExactResume).
+        self.resume_batches = 0
 
     def attach_text(
         self,
@@ -172,14 +197,26 @@ class TextClipsDataModule(pl.LightningDataModule):
         self.local_batch_size = self.batch_size // world
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        sampler = None
+        if shuffle:
+            sampler = EpochShuffle(dataset, seed, epoch=self.current_epoch)
+            sampler.skip, self.resume_batches = self.resume_batches * self.local_batch_size, 0
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.local_batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(self.datasets[split]) >= self.local_batch_size,
+            drop_last=shuffle and len(dataset) >= self.local_batch_size,
+            # Each iterator draws its workers' base seed from this, not from the global generator, so when Lightning
+            # creates an iterator (before or after a resume restores the global state) changes no random draw.
+            generator=torch.Generator().manual_seed(seed),
         )
+
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

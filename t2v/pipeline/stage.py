@@ -8,28 +8,31 @@ stage for the stages after it (:func:`publish_stage`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from rich.console import Console
 
-from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted, limit_reached
+from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted, last_good_checkpoint, limit_reached
 from t2v.callbacks.loss_plot import GanLossPlot
 from t2v.callbacks.metrics import MetricsHistory, to_number
+from t2v.callbacks.resume import ExactResume
 from t2v.callbacks.samples import GanSamples
+from t2v.callbacks.stopping_rules import FAILURES
 from t2v.callbacks.validation import GanValidation
 from t2v.cluster import slurm_requeued
 from t2v.config import instantiate_group
 from t2v.data.datamodule import check_data
-from t2v.errors import T2VError
+from t2v.errors import RunFailed, T2VError
+from t2v.files import write_json_atomic
 from t2v.loggers import close_loggers, define_gan_metrics, wandb_run_dir
 from t2v.models.gan import AdversarialModule
 from t2v.models.stage import Manifests, StageModule
@@ -64,12 +67,31 @@ def command_to_make(stage: str) -> str:
     return " ".join(["python train.py", f"stage={stage}", *shared_overrides()])
 
 
+# Exit status of a run stopped by a signal (128 + SIGTERM), as a shell reports one.
+PREEMPTED_STATUS = 143
+
+
+class StageFailed(RunFailed):
+    """A GAN stage ended on a failure (``stop/reason`` nonfinite or d_wins): nothing was published."""
+
+
+class Preempted(RunFailed):
+    """The run was stopped by a signal (SIGTERM, a scheduler's requeue); its state is in ``last.ckpt``."""
+
+    exit_status = PREEMPTED_STATUS
+
+
 # -- the stage ---------------------------------------------------------------------------------------------
 def train_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Train one stage. Returns the summary that is also written to ``<run dir>/metrics.json``."""
+    """Train one stage. Returns the summary that is also written to ``<run dir>/metrics.json``; raises
+    :class:`StageFailed` or :class:`Preempted` (after writing it) when the run did not end with a model."""
     started = time.time()
-    check_inputs(cfg)
+    check_data(cfg.data)
     output_dir = Path(cfg.paths.output_dir)
+    resume = resume_checkpoint(cfg, output_dir)
+    resumed = read_checkpoint(resume) if resume else None
+    if resumed is not None:
+        continue_logging(cfg, resumed)
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -77,6 +99,8 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
     upstream = resolve_upstream(cfg)
     datamodule = instantiate(cfg.data, featurizer=featurizer_for(cfg, upstream))
     model = build_model(cfg, upstream)
+    if resumed is not None:
+        check_resumable(model, resumed, resume)
     history = MetricsHistory()
     callbacks = [*instantiate_group(cfg.callbacks), history]
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -94,31 +118,118 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(model, AdversarialModule):
         define_gan_metrics(loggers)
 
+    preempted = False
     try:
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path or requeued_resume(output_dir))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         except GanTrainingAborted:
             pass  # a non-finite loss: the callback said why and kept the last good checkpoint
+        except SystemExit:  # SIGTERM (Lightning's SIGTERMException) or a scheduler's requeue exit
+            preempted = True
         summary = summarize(cfg, trainer, history, started)
-        summary.update(stop_summary(trainer, model))
+        summary.update(preemption_summary(trainer, model) if preempted else stop_summary(trainer, model))
         summary.update(monitoring_files(trainer))
         summary["wandb_run"] = wandb_run_dir(loggers)
         close_loggers(loggers)  # before the report, so W&B's own summary does not bury it
         if trainer.is_global_zero:
-            summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved, upstream)
-            (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+            # metrics.json first: a registry on a full disk must not cost the record of the run.
+            write_json_atomic(output_dir / "metrics.json", summary)
+            if not failure(summary):
+                summary["artifact"] = publish_stage(cfg, trainer, model, datamodule, resolved, upstream)
+                write_json_atomic(output_dir / "metrics.json", summary)
             report(summary, output_dir)
     finally:
         close_loggers(loggers)
+    raise_failure(cfg, summary, output_dir)
     return summary
 
 
-def check_inputs(cfg: DictConfig) -> None:
-    """Fail before any work on input that cannot work."""
-    check_data(cfg.data)
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+def failure(summary: dict[str, Any]) -> bool:
+    """Whether the run ended without a model to publish: a GAN failure, or a stop by a signal."""
+    return summary.get("stop/reason") in (*FAILURES, "preempted")
+
+
+def raise_failure(cfg: DictConfig, summary: dict[str, Any], output_dir: Path) -> None:
+    """A run that did not end with a model fails (non-zero exit status), naming what it kept."""
+    reason, step, kept = summary.get("stop/reason"), summary.get("stop/step"), summary.get("stop/checkpoint")
+    if reason == "preempted":
+        raise Preempted(
+            f"stage {cfg.stage.name} was stopped by a signal at step {step}; its state is in {kept}; "
+            f"resume with: {command_to_make(cfg.stage.name)} hydra.run.dir={output_dir} ckpt_path=auto"
+        )
+    if reason in FAILURES:
+        best = (summary.get("checkpoints") or {}).get("best") or kept
+        kept_line = f"its best good checkpoint is {best}" if best else "it saved no good checkpoint before that"
+        raise StageFailed(
+            f"stage {cfg.stage.name} failed: {reason} at GAN step {step} ({summary.get('stop/message')}); it was not "
+            f"published; {kept_line}; lower model.optim.lr_g/lr_d or change the losses, and train it again"
+        )
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint this run continues from: ``ckpt_path``; with ``ckpt_path=auto``, or in a requeued SLURM job
+    (SLURM counts restarts in SLURM_RESTART_COUNT), the newest checkpoint in the run dir, when there is one."""
+    if cfg.ckpt_path not in (None, "auto"):
+        if not Path(cfg.ckpt_path).is_file():
+            raise T2VError(
+                f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt, "
+                "or ckpt_path=auto with hydra.run.dir=<run dir>"
+            )
+        return str(cfg.ckpt_path)
+    if cfg.ckpt_path != "auto" and not slurm_requeued():
+        return None
+    # last.ckpt, or the checkpoint Lightning's own SLURM requeue handler saved (hpc_ckpt_<n>.ckpt), if newer.
+    candidates = [
+        p for p in [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()
+    ]
+    if not candidates:
+        if cfg.ckpt_path == "auto":
+            Console(soft_wrap=True).print(f"t2v: ckpt_path=auto: no checkpoint in {output_dir} yet; starting afresh")
+        return None
+    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    Console(soft_wrap=True).print(f"t2v: resuming from {newest}")
+    return str(newest)
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint to resume from, read without running any code it may hold."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
         raise T2VError(
-            f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt file, e.g. <run dir>/checkpoints/last.ckpt"
+            f"ckpt_path={path} is not a checkpoint t2v can read ({why}); "
+            "pass a last.ckpt or best.ckpt that a t2v run wrote"
+        ) from None
+
+
+def continue_logging(cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """Log the resumed run into the W&B run it started (its id is kept in the checkpoint)."""
+    run_id = (checkpoint.get("callbacks", {}).get(ExactResume.__qualname__) or {}).get("wandb_id")
+    if run_id and cfg.logger and cfg.logger.get("wandb"):
+        with open_dict(cfg):
+            cfg.logger.wandb.id = run_id
+            cfg.logger.wandb.resume = "allow"
+
+
+def check_resumable(model: StageModule, checkpoint: dict[str, Any], path: str) -> None:
+    """A checkpoint from another stage or model configuration fails here in one line, not deep inside Lightning."""
+    saved = checkpoint.get("state_dict") or {}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    reshaped = [k for k in expected if k in saved and tuple(saved[k].shape) != tuple(expected[k].shape)]
+    problem = (
+        (missing and f"it lacks {missing[0]}")
+        or (unexpected and f"it has {unexpected[0]}, which this model does not")
+        or (
+            reshaped and f"{reshaped[0]} is {tuple(saved[reshaped[0]].shape)}, not {tuple(expected[reshaped[0]].shape)}"
+        )
+    )
+    if problem:
+        raise T2VError(
+            f"ckpt_path={path} was saved by another stage or model configuration ({problem}); resume with the "
+            "settings it was trained with (its run dir's config.yaml), or start without ckpt_path"
         )
 
 
@@ -135,16 +246,6 @@ def prepare_validation(
             f"stage.monitor={cfg.stage.monitor} is logged by callbacks.gan_validation, which is switched off; "
             "switch it back on, or set stage.monitor=null to keep the latest checkpoint as the best"
         )
-
-
-def requeued_resume(output_dir: Path) -> str | None:
-    """A SLURM job that was requeued (after a timeout or a preemption; SLURM counts it in SLURM_RESTART_COUNT)
-    starts again in the same run dir: it resumes from the run's last checkpoint, when there is one."""
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if slurm_requeued() and last.is_file():
-        Console(soft_wrap=True).print(f"t2v: this SLURM job was requeued; resuming from {last}")
-        return str(last)
-    return None
 
 
 # -- upstream stages --------------------------------------------------------------------------------
@@ -228,6 +329,19 @@ def stop_summary(trainer: pl.Trainer, model: StageModule) -> dict[str, Any]:
     return {"stop/reason": limit_reached(trainer), "stop/step": int(model.gan_step)}
 
 
+def preemption_summary(trainer: pl.Trainer, model: StageModule) -> dict[str, Any]:
+    """How a run stopped by a signal ended: at which step, and where its state is."""
+    resume = next((c for c in trainer.callbacks if isinstance(c, ExactResume)), None)
+    step = int(model.gan_step) if isinstance(model, AdversarialModule) else trainer.global_step
+    return {
+        "stop/reason": "preempted",
+        "stop/step": step,
+        "stop/message": "stopped by a signal (SIGTERM or the scheduler's requeue)",
+        # Saved at the stop on SIGTERM; else (a scheduler's exit elsewhere in a step) the last one written.
+        "stop/checkpoint": (resume.preempted_at if resume else None) or last_good_checkpoint(trainer),
+    }
+
+
 def monitoring_files(trainer: pl.Trainer) -> dict[str, str]:
     """The GAN loss plot and sample folder, when the callbacks wrote them."""
     files = {}
@@ -288,8 +402,9 @@ def report(summary: dict[str, Any], output_dir: Path) -> None:
     console = Console()
     best = summary["best"] or {}
     value = best.get(summary["monitor"])
+    ended = "[bold red]stopped[/]" if failure(summary) else "finished"
     console.print(
-        f"[bold green]t2v[/] stage [bold]{summary['stage']}[/] finished in {summary['run_time_s']:.0f}s"
+        f"[bold green]t2v[/] stage [bold]{summary['stage']}[/] {ended} after {summary['run_time_s']:.0f}s"
         + (f", best {summary['monitor']} = {value:.4f}" if isinstance(value, float) else "")
     )
     console.print(f"  run dir      {output_dir}")

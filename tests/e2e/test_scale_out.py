@@ -25,7 +25,7 @@ def test_optuna_maximises_a_gans_fidelity_and_records_a_diverged_trial_as_failed
     assert result.returncode == 0, result.stderr[-4000:]
     log = result.stdout + result.stderr
     assert "Directions: ['maximize']" in log  # stage1 monitors val/fidelity, mode max
-    assert "Failed experiment: stage1 stopped on a non-finite loss" in log
+    assert "Failed experiment: stage stage1 failed: nonfinite" in log
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert results["best_params"] == {"model.optim.lr_d": 2e-4}
     assert math.isfinite(results["best_value"]) and 0.0 <= results["best_value"] <= 1.0
