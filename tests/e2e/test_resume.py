@@ -38,16 +38,26 @@ CASES = {
     "videogan-ema-max_epochs": [*VIDEOGAN, *EPOCHS, "model.ema.decay=0.9"],
     "vae-max_steps": [*VAE, *STEPS],
     "vae-max_epochs": [*VAE, *EPOCHS],
+    # Stages with upstream artifacts read the shared tiny chain's (and publish nothing into it).
+    "siamese-max_steps": ["stage=siamese", "experiment=quickstart", "publish=false", *STEPS],
+    "stage1-max_epochs": ["stage=stage1", "experiment=quickstart", "publish=false", *EPOCHS],
 }
+ON_THE_CHAIN = ("siamese-max_steps", "stage1-max_epochs")
 
 
 def train(
-    root: Path, name: str, overrides: list[str], *extra: str, env: dict[str, str] | None = None, logger: str = "csv"
+    root: Path,
+    name: str,
+    overrides: list[str],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    logger: str = "csv",
+    registry: Path | None = None,
 ) -> subprocess.Popen:
     """Start ``python train.py`` in a process of its own, with its run dir at ``root/name`` (``env``: extra
-    environment variables)."""
-    command = [sys.executable, str(ROOT / "train.py"), *QUIET, f"logger={logger}", *overrides, *paths_in(root),
-               f"hydra.run.dir={root / name}", *extra]  # fmt: skip
+    environment variables; ``registry``: the folder whose artifacts and cache it uses, ``root`` by default)."""
+    command = [sys.executable, str(ROOT / "train.py"), *QUIET, f"logger={logger}", *overrides,
+               *paths_in(registry or root), f"hydra.run.dir={root / name}", *extra]  # fmt: skip
     environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0",
                    "PYTHONPATH": str(ROOT / "tests"), **(env or {})}  # fmt: skip
     output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
@@ -84,13 +94,17 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_killed_run_resumed_from_last_ckpt_ends_bitwise_like_an_uninterrupted_one(case: str, tmp_path: Path) -> None:
+def test_a_killed_run_resumed_from_last_ckpt_ends_bitwise_like_an_uninterrupted_one(
+    case: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     overrides = CASES[case]
-    uninterrupted = train(tmp_path, "full", overrides)
-    killed = train(tmp_path, "killed", overrides)
+    registry = request.getfixturevalue("chain") if case in ON_THE_CHAIN else None
+    uninterrupted = train(tmp_path, "full", overrides, registry=registry)
+    killed = train(tmp_path, "killed", overrides, registry=registry)
     kill_after_first_checkpoint(killed, tmp_path / "killed")
     finish(uninterrupted)
-    resumed = finish(train(tmp_path, "killed", overrides, "ckpt_path=auto"))  # in place: same run dir and logs
+    # In place: the same run dir and logs.
+    resumed = finish(train(tmp_path, "killed", overrides, "ckpt_path=auto", registry=registry))
     assert f"resuming from {tmp_path / 'killed' / 'checkpoints' / 'last.ckpt'}" in resumed
     assert_same_state(
         tmp_path / "full" / "checkpoints" / "last.ckpt", tmp_path / "killed" / "checkpoints" / "last.ckpt"
