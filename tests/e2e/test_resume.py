@@ -93,6 +93,14 @@ def assert_same_state(a: Path, b: Path) -> None:
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(other["state"][param][key])), (param, key)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_videogan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``last.ckpt`` of one uninterrupted video GAN run, which the preemption tests compare against."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    finish(train(root, "full", CASES["videogan-max_steps"]))
+    return root / "full" / "checkpoints" / "last.ckpt"
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_a_killed_run_resumed_from_last_ckpt_ends_bitwise_like_an_uninterrupted_one(
     case: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -114,9 +122,10 @@ def test_a_killed_run_resumed_from_last_ckpt_ends_bitwise_like_an_uninterrupted_
     assert len(metrics["history"]) == len(json.loads((tmp_path / "full" / "metrics.json").read_text())["history"])
 
 
-def test_sigterm_saves_the_step_fails_as_preempted_and_resumes_mid_epoch_bitwise(tmp_path: Path) -> None:
+def test_sigterm_saves_the_step_fails_as_preempted_and_resumes_mid_epoch_bitwise(
+    tmp_path: Path, uninterrupted_videogan: Path
+) -> None:
     overrides = CASES["videogan-max_steps"]
-    uninterrupted = train(tmp_path, "full", overrides)
     # A real SIGTERM, sent from inside the process after its 6th batch: the second epoch's second (4 an epoch).
     signal_at = ["+callbacks.signal._target_=helpers.SignalAt", "+callbacks.signal.batch=6"]
     stopped = train(tmp_path, "stopped", overrides, *signal_at, logger="[csv,wandb]")
@@ -130,9 +139,8 @@ def test_sigterm_saves_the_step_fails_as_preempted_and_resumes_mid_epoch_bitwise
     assert "artifact" not in metrics
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] % 8 != 0, "the stop checkpoint should be mid-epoch (4 batches of 2 steps an epoch)"
-    finish(uninterrupted)
     finish(train(tmp_path, "stopped", overrides, "ckpt_path=auto", logger="[csv,wandb]"))
-    assert_same_state(tmp_path / "full" / "checkpoints" / "last.ckpt", last)
+    assert_same_state(uninterrupted_videogan, last)
     # The resumed run logged into the same W&B run (an offline run's folder ends with its id).
     resumed = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
     assert resumed["wandb_run"] != metrics["wandb_run"]
@@ -175,7 +183,9 @@ def test_a_checkpoint_of_another_configuration_is_one_line(tmp_path: Path) -> No
         assert says in result.stderr and "Traceback" not in result.stderr
 
 
-def test_under_slurm_the_requeue_signal_requeues_the_job_and_the_requeued_job_resumes(tmp_path: Path) -> None:
+def test_under_slurm_the_requeue_signal_requeues_the_job_and_the_requeued_job_resumes(
+    tmp_path: Path, uninterrupted_videogan: Path
+) -> None:
     # A one-task SLURM job as Lightning reads it from the environment, and an `scontrol` that records its arguments.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -197,9 +207,8 @@ def test_under_slurm_the_requeue_signal_requeues_the_job_and_the_requeued_job_re
     # SLURM starts the requeued job with the same command; it resumes by itself.
     requeued = train(tmp_path, "job", overrides, env={**slurm, "SLURM_RESTART_COUNT": "1"})
     assert f"resuming from {tmp_path / 'job' / 'checkpoints' / 'last.ckpt'}" in finish(requeued)
-    full = finish(train(tmp_path, "full", overrides))
-    assert full and json.loads((tmp_path / "job" / "metrics.json").read_text())["stop/reason"] == "max_steps"
-    assert_same_state(tmp_path / "full" / "checkpoints" / "last.ckpt", tmp_path / "job" / "checkpoints" / "last.ckpt")
+    assert json.loads((tmp_path / "job" / "metrics.json").read_text())["stop/reason"] == "max_steps"
+    assert_same_state(uninterrupted_videogan, tmp_path / "job" / "checkpoints" / "last.ckpt")
 
 
 def test_a_checkpoint_write_that_fails_for_lack_of_space_keeps_the_last_good_one(tmp_path: Path) -> None:
