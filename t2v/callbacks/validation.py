@@ -76,8 +76,7 @@ class GanValidation(Callback):
                 f"({self.siamese} in {self.artifacts_dir}); train it first with python train.py stage=siamese, or "
                 "switch validation off with callbacks.gan_validation=null stage.monitor=null"
             )
-        checkpoint = artifacts.read_manifest(folder)["checkpoint"]
-        return SiameseJudge(SiameseEmbedding.load_from_checkpoint(checkpoint, map_location="cpu"), self.frames)
+        return SiameseJudge(artifacts.load_model(SiameseEmbedding, artifacts.read_manifest(folder)), self.frames)
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -137,8 +137,7 @@ def build_retrieval(cfg: DictConfig, chain: TextToVideo, stage1: dict[str, Any])
 
     folder = siamese_folder(cfg, stage1)
     manifest = artifacts.read_manifest(folder)
-    siamese = SiameseEmbedding.load_from_checkpoint(manifest["checkpoint"], map_location="cpu").eval()
-    return Retrieval(siamese, chain.features), str(folder)
+    return Retrieval(artifacts.load_model(SiameseEmbedding, manifest), chain.features), str(folder)
 
 
 # -- the app ------------------------------------------------------------------------------------------------

@@ -311,7 +311,7 @@ def find_cached(artifacts_dir: str | Path, fingerprint: str, key: str) -> Path |
     for manifest_path in stage_dir.glob(f"*/{artifacts.MANIFEST}"):
         if manifest_path.parent.name.startswith("."):
             continue
-        record = json.loads(manifest_path.read_text())
+        record = artifacts.read_manifest(manifest_path.parent)  # a damaged one is one line naming it
         if record.get("data_fingerprint") == fingerprint and record.get("settings_key") == key:
             found.append((record.get("created", ""), manifest_path.parent))
     return max(found)[1] if found else None
@@ -364,8 +364,7 @@ def train_probe(
 
 def load_probe(folder: str | Path) -> tuple[AttributeProbe, dict[str, Any]]:
     manifest = artifacts.read_manifest(folder)
-    probe = AttributeProbe.load_from_checkpoint(manifest["checkpoint"], map_location="cpu").eval()
-    return probe, manifest
+    return artifacts.load_model(AttributeProbe, manifest), manifest
 
 
 # -- the probe the evaluation uses ---------------------------------------------------------------------------

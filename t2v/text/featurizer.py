@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -43,6 +44,30 @@ _FORMAT = 1
 # \w is letters, digits and "_" (unicode aware); "_" is not a word character for us.
 _SEPARATORS = re.compile(r"[^\w']+|_+")
 _FIX_VECTORS = "pass featurizer.vectors=<path to .bin or .vec> or leave it null to train on the captions"
+# Terminal escape sequences (ECMA-48: CSI such as colours and cursor moves, OSC such as window titles and links,
+# two-character ESC sequences, and their 8-bit forms). Their letters and digits must not become caption words.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: parameters, intermediates, a final byte
+    r"|(?:\x1b[\]PX^_]|[\x90\x9d\x98\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC, DCS, ...: up to BEL/ST
+    r"|\x1b[ -/]*[0-~]?"  # any other ESC sequence, or a lone ESC
+)
+# Invisible characters that join the letters around them (soft hyphen, zero-width (non-)joiner, word joiner,
+# zero-width no-break space): removed, so "col\u00adour" stays one word. Every other control or format character
+# (newline, tab, NUL, zero-width space, bidi overrides, ...) separates words, as a space does.
+_JOINERS = dict.fromkeys(map(ord, "\u00ad\u200c\u200d\u2060\ufeff"))
+
+log = logging.getLogger(__name__)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal: escape sequences removed, control and format characters (newlines
+    included) turned into spaces, runs of spaces made one. Captions echoed to the user go through this, so a
+    caption cannot recolour, move the cursor, retitle the window or reorder the text that follows it."""
+    if text.isprintable():  # the common case, checked in C
+        return text
+    text = _ESCAPES.sub(" ", text).translate(_JOINERS)
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
 
 # Training runs in a fresh interpreter because the fasttext 0.9.x wheel leaves most of the input
 # matrix uninitialised when thread=1: its values come from whatever the heap held before, so
@@ -63,7 +88,8 @@ class FastTextFeaturizer:
         vectors: a pretrained fastText ``.bin`` (unknown words get subword vectors) or ``.vec``
             text file (unknown words get zeros); None trains a skipgram model in ``fit``.
         dim: the word vector size; must match ``vectors``.
-        max_words: word slots per caption; longer captions are cut (``stats["truncated"]``).
+        max_words: word slots per caption; longer captions are cut (``stats["truncated"]``), which the first
+            ``transform`` that cuts one says in one warning line (once per featurizer, so once per run).
         postprocess: ``center_unit`` subtracts the mean vector of the fitted vocabulary and
             L2-normalises; ``unit`` only normalises; ``none`` keeps the raw vectors.
         bucket, epochs, min_count, lr: skipgram training settings (``vectors=None`` only).
@@ -105,6 +131,7 @@ class FastTextFeaturizer:
         self.min_count, self.lr = int(min_count), float(lr)
         self.cache_dir = str(cache_dir)
         self.stats: dict[str, int] = {"captions": 0, "truncated": 0, "unknown_words": 0}
+        self._cut_reported = False  # the warning about captions cut to max_words is said once
         # Exactly one of the two backends is set once vectors are available.
         self._model: Any = None  # a fastText model: pretrained .bin or trained on the captions
         self._model_file: Path | None = None  # the file behind _model, which save() copies
@@ -135,9 +162,10 @@ class FastTextFeaturizer:
         return [w for w in self.tokenize(text) if self._model.get_word_id(w) >= 0]
 
     def tokenize(self, text: str) -> list[str]:
-        """Lowercase words: runs of unicode letters, digits and apostrophes."""
+        """Lowercase words: runs of unicode letters, digits and apostrophes. Newlines, tabs and other control
+        characters separate words; terminal escape sequences are dropped whole (no "31m" from a colour code)."""
         # NFC so that a decomposed "é" (e + combining accent) stays one letter inside its word.
-        text = unicodedata.normalize("NFC", text).lower()
+        text = unicodedata.normalize("NFC", printable(text)).lower()
         # Edge apostrophes are quote marks ('red' -> red); inner ones belong to the word (don't).
         return [t for t in (p.strip("'") for p in _SEPARATORS.split(text)) if t]
 
@@ -181,6 +209,7 @@ class FastTextFeaturizer:
         slots = np.zeros((n, self.max_words), dtype=np.int64)
         n_words = np.zeros(n, dtype=np.int64)
         truncated = unknown = 0
+        first_cut: str | None = None
         for i, caption in enumerate(captions):
             tokens = self.tokenize(caption)
             if not tokens:
@@ -188,6 +217,7 @@ class FastTextFeaturizer:
                 raise T2VError(f"featurizer: {name} has no words ({caption!r}); fix or remove that caption")
             if len(tokens) > self.max_words:
                 truncated += 1
+                first_cut = first_cut or caption
                 tokens = tokens[: self.max_words]
             rows = [self._word_row(t) for t in tokens]
             slots[i, : len(rows)] = rows
@@ -196,7 +226,23 @@ class FastTextFeaturizer:
         self.stats["captions"] += n
         self.stats["truncated"] += truncated
         self.stats["unknown_words"] += unknown
+        if first_cut is not None:
+            self._report_cut(truncated, len(captions), first_cut)
         return slots, n_words
+
+    def _report_cut(self, truncated: int, total: int, example: str) -> None:
+        """One warning line, the first time captions are cut: the features of the words past ``max_words`` are
+        lost, which the user should know without it filling the terminal for every batch."""
+        if self._cut_reported:
+            return
+        self._cut_reported = True
+        shown = printable(example)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        log.warning(
+            "%d of %d captions have more than featurizer.max_words=%d words; only their first %d words are read "
+            "(e.g. '%s'); shorten them, or train with a larger featurizer.max_words",
+            truncated, total, self.max_words, self.max_words, shown,
+        )  # fmt: skip
 
     def word_table(self) -> np.ndarray:
         """float32 (rows, dim): the vectors of the words seen so far, row 0 the zero vector."""
@@ -254,13 +300,28 @@ class FastTextFeaturizer:
                 f"{directory} holds no saved featurizer ({STATE_FILE} is missing); "
                 "point at the folder FastTextFeaturizer.save wrote"
             )
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if state.get("kind") != "fasttext" or state.get("format") != _FORMAT:
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise T2VError(f"{state_file} cannot be read ({error}); re-run the stage that saved it") from None
+        if not isinstance(state, dict) or state.get("kind") != "fasttext" or state.get("format") != _FORMAT:
+            kind, version = (state.get("kind"), state.get("format")) if isinstance(state, dict) else (None, None)
             raise T2VError(
                 f"{state_file} is not a format-{_FORMAT} fasttext featurizer "
-                f"(kind={state.get('kind')!r}, format={state.get('format')!r}); "
+                f"(kind={kind!r}, format={version!r}); "
                 "re-run the stage that saved it"
             )
+        # A damaged folder (a key or file missing, a truncated model or array) is one line, not a traceback.
+        try:
+            return cls._restore(directory, state)
+        except (OSError, KeyError, TypeError, ValueError, EOFError) as error:
+            raise T2VError(
+                f"the featurizer in {directory} is damaged ({type(error).__name__}: {error}); "
+                "re-run the stage that saved it"
+            ) from None
+
+    @classmethod
+    def _restore(cls, directory: Path, state: dict[str, Any]) -> FastTextFeaturizer:
         featurizer = cls(None, state["dim"], state["max_words"], state["postprocess"], **state["training"])
         featurizer.vectors = state["vectors"]
         files = state["files"]
@@ -270,9 +331,9 @@ class FastTextFeaturizer:
         else:
             words = json.loads((directory / files["words"]).read_text(encoding="utf-8"))
             featurizer._vec_index = {w: i for i, w in enumerate(words)}
-            featurizer._vec_matrix = np.load(directory / files["vectors"])
+            featurizer._vec_matrix = np.load(directory / files["vectors"], allow_pickle=False)
         if "mean" in files:
-            featurizer._mean = np.load(directory / files["mean"])
+            featurizer._mean = np.load(directory / files["mean"], allow_pickle=False)
         featurizer._vocab_size = state["vocab_size"]
         return featurizer
 

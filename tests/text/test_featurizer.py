@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from t2v.errors import T2VError
 from t2v.text import FastTextFeaturizer
 from t2v.text import featurizer as featurizer_module
+from t2v.text.featurizer import printable
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "white"]
 # Small settings so a training takes a fraction of a second and a model file is ~100 KB.
@@ -79,6 +81,28 @@ def test_tokenize_lowercases_and_keeps_letters_digits_apostrophes() -> None:
     # A decomposed "é" (e + combining accent) must not split the word.
     assert tok("cafe\u0301 noir") == ["café", "noir"]
     assert tok(" ...  ") == []
+
+
+def test_control_characters_and_escape_sequences_separate_words_and_are_never_echoed() -> None:
+    tok = FastTextFeaturizer(vectors=None).tokenize
+    assert tok("a red\ncircle\r\nmoves\tleft") == ["a", "red", "circle", "moves", "left"]  # split, not merged
+    assert tok("red\x1b[31mcircle\x1b[0m") == ["red", "circle"]  # no "31mcircle"
+    assert tok("red\x1b]0;title\x07circle") == ["red", "circle"]  # a window title is not a word either
+    assert tok("col\u00adour red\u200bcircle") == ["colour", "red", "circle"]  # a soft hyphen joins, a ZWSP splits
+    assert printable("a red\x1b[1;31m circle\nmoves\x00 \u202eleft\x9b2J") == "a red circle moves left"
+    assert printable("a small red circle") == "a small red circle"
+
+
+def test_a_cut_caption_is_said_once_with_the_words_kept(vec_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = FastTextFeaturizer(vectors=str(vec_file), dim=3, max_words=4, postprocess="none")
+    with caplog.at_level(logging.WARNING, logger="t2v.text.featurizer"):
+        f.transform(["red circle", "a b c d e red \x1b[31m", "a b c d e"])
+        f.transform(["a b c d e red"])  # later batches of the same run say nothing more
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "2 of 3 captions" in message and "featurizer.max_words=4" in message and "first 4 words" in message
+    assert "\x1b" not in message and "\n" not in message  # one clean line
+    assert f.stats["truncated"] == 3
 
 
 def test_padding_truncation_and_counters(vec_file: Path) -> None:
