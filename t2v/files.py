@@ -26,8 +26,6 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 class DiskFull(T2VError):
     """A write failed for lack of space; the previous file at that path is intact."""
 
-    exit_status = 1  # not bad input: the run failed
-
 
 def is_disk_full(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) is an out-of-space write failure."""

@@ -3,6 +3,7 @@ and optimise in the stage's direction, and the SLURM launcher sizes its jobs fro
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -124,6 +125,28 @@ def test_a_requeued_slurm_job_resumes_from_its_newest_checkpoint(
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the first try of a job starts afresh...
     assert resume_checkpoint(cfg, tmp_path) is None
     assert resume_checkpoint(OmegaConf.create({"ckpt_path": "auto"}), tmp_path) == str(hpc)  # ...unless told
+
+
+def test_a_pipeline_tried_again_skips_only_the_stages_it_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from t2v.pipeline.run import finished_before
+
+    published = {"stop/reason": "max_steps", "artifact": "artifacts/stage1/x"}
+    for name, summary in {"vae": {"artifact": "artifacts/vae/x"}, "stage1": published,
+                          "preempted": {"stop/reason": "preempted"}, "diverged": {"stop/reason": "nonfinite"},
+                          "unpublished": {"stop/reason": "max_steps"}}.items():  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(summary))
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "metrics.json").write_text('{"artifact": ')
+    again = OmegaConf.create({"ckpt_path": "auto"})
+    skipped = [n for n in ("vae", "stage1", "preempted", "diverged", "unpublished", "torn", "never")
+               if finished_before(again, tmp_path / n)]  # fmt: skip
+    assert skipped == ["vae", "stage1"]
+    assert finished_before(OmegaConf.create({"ckpt_path": None}), tmp_path / "vae") is None  # a fresh run trains all
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert finished_before(OmegaConf.create({"ckpt_path": None}), tmp_path / "stage1") == published
 
 
 def test_the_rank_a_cluster_launcher_gave_and_waiting_for_rank_0(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import random
 import signal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from t2v.callbacks.equilibrium import checkpoint_dir
 
 
 def capture_rng() -> dict[str, Any]:
@@ -65,13 +66,6 @@ def restore_rng(states: dict[str, Any]) -> None:
 
 def wandb_run_id(trainer: pl.Trainer) -> str | None:
     return next((logger.version for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
-
-
-def preemption_checkpoint(trainer: pl.Trainer) -> Path:
-    """Where the state at a preemption goes: the run's ``last.ckpt``, which a resume reads."""
-    callback = trainer.checkpoint_callback
-    folder = Path(callback.dirpath) if isinstance(callback, ModelCheckpoint) and callback.dirpath else None
-    return (folder or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
 
 
 def stop_after_requeue_signal(trainer: pl.Trainer) -> None:
@@ -124,9 +118,10 @@ class ExactResume(pl.Callback):
             self.restored = None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        """SIGTERM: keep the state at this step (a batch boundary)."""
-        if not isinstance(exception, SIGTERMException) or not trainer.training or trainer.global_step == 0:
+        """SIGTERM: keep the state at this step (after a training batch, or in the middle of a validation)."""
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if not isinstance(exception, SIGTERMException) or not fitting or trainer.global_step == 0:
             return
-        path = preemption_checkpoint(trainer)
+        path = checkpoint_dir(trainer) / "last.ckpt"
         trainer.save_checkpoint(path, weights_only=False)
         self.preempted_at = str(path)

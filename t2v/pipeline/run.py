@@ -21,15 +21,21 @@ from rich.console import Console
 
 from t2v.cluster import launched_rank, slurm_requeued, wait_for
 from t2v.errors import T2VError
+from t2v.files import write_json_atomic
 from t2v.pipeline import artifacts
 from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo, write_samples
-from t2v.pipeline.stage import command_line, train_stage
+from t2v.pipeline.stage import command_line, failure, train_stage
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 
 
 class PipelineStageFailed(T2VError):
-    """A stage launched as its own process exited with an error (it has said why, above)."""
+    """A stage launched as its own process exited with an error (it has said why, above); the pipeline exits with
+    the stage's status."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def forwarded_overrides() -> list[str]:
@@ -69,10 +75,10 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
             f"paths.output_dir={output_dir / name}",
         ]
         Console().rule(f"[bold]t2v pipeline: {name}")
-        finished = output_dir / name / "metrics.json"
-        if slurm_requeued() and finished.is_file():
-            Console(soft_wrap=True).print(f"t2v: requeued job: {name} finished before ({finished}); not trained again")
-            summaries[name] = json.loads(finished.read_text())
+        finished = finished_before(cfg, output_dir / name)
+        if finished is not None:
+            Console(soft_wrap=True).print(f"t2v: {name} finished in an earlier try of this run; not trained again")
+            summaries[name] = finished
         elif distributed:
             summaries[name] = launch_stage(name, overrides, output_dir / name)
         else:
@@ -96,7 +102,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         "samples": samples,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(output_dir / "metrics.json", summary)
     console = Console()
     console.print(f"[bold green]t2v[/] pipeline finished in {summary['run_time_s']:.0f}s")
     for name, s in summaries.items():
@@ -106,18 +112,45 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def finished_before(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a stage that an earlier try of this pipeline run (a requeued SLURM job, or the same run dir
+    again with ``ckpt_path=auto``) trained and published; None for a stage to train, or to resume: one that never
+    ran, failed or was stopped by a signal."""
+    if not (slurm_requeued() or cfg.ckpt_path == "auto"):
+        return None
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("artifact") and not failure(summary) else None
+
+
 def launch_stage(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train one stage as ``python train.py <overrides>`` in a process of its own, which starts (and ends) the
     stage's DDP processes; returns the summary the stage wrote, its ``metrics.json``."""
     command = [sys.executable, str(TRAIN_SCRIPT), *overrides, f"hydra.run.dir={run_dir}"]
     returncode = subprocess.run(command, check=False).returncode
     if returncode != 0:
-        raise PipelineStageFailed(f"stage {name} failed (exit status {returncode}); its run dir is {run_dir}")
+        kept = finished_before_failing(run_dir)
+        raise PipelineStageFailed(
+            f"stage {name} failed (exit status {returncode}){kept}; its run dir is {run_dir}",
+            exit_status=returncode if returncode > 0 else 1,
+        )
     # Rank 0 publishes the stage and then writes metrics.json. Under srun or torchrun every rank runs the pipeline,
     # and the others must not start the next stage (which reads this one's artifact) before that.
     metrics = run_dir / "metrics.json"
     wait_for(lambda: metrics if metrics.is_file() else None, f"{name}'s {metrics}")
     return json.loads(metrics.read_text())
+
+
+def finished_before_failing(run_dir: Path) -> str:
+    """What a failed stage process said it kept (its metrics.json), as a clause of the pipeline's one line."""
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    reason, kept = summary.get("stop/reason"), summary.get("stop/checkpoint")
+    return f": {reason}" + (f", its checkpoint is {kept}" if kept else "") if reason else ""
 
 
 def write_chain_samples(cfg: DictConfig, out_dir: Path) -> list[dict[str, str]]:

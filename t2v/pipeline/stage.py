@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from rich.console import Console
 
 from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted, last_good_checkpoint, limit_reached
@@ -90,8 +91,8 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_checkpoint(cfg, output_dir)
     resumed = read_checkpoint(resume) if resume else None
-    if resumed is not None:
-        continue_logging(cfg, resumed)
+    if resumed is not None and (cfg.ckpt_path == "auto" or slurm_requeued()):
+        continue_logging(cfg, resumed)  # the same run, in place; ckpt_path=<file> starts a new one
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -124,7 +125,7 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         except GanTrainingAborted:
             pass  # a non-finite loss: the callback said why and kept the last good checkpoint
-        except SystemExit:  # SIGTERM (Lightning's SIGTERMException) or a scheduler's requeue exit
+        except SIGTERMException:  # SIGTERM, or SLURM's requeue signal (t2v.callbacks.resume)
             preempted = True
         summary = summarize(cfg, trainer, history, started)
         summary.update(preemption_summary(trainer, model) if preempted else stop_summary(trainer, model))
@@ -140,7 +141,7 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
             report(summary, output_dir)
     finally:
         close_loggers(loggers)
-    raise_failure(cfg, summary, output_dir)
+    raise_failure(cfg, summary, trainer.is_global_zero)
     return summary
 
 
@@ -149,13 +150,18 @@ def failure(summary: dict[str, Any]) -> bool:
     return summary.get("stop/reason") in (*FAILURES, "preempted")
 
 
-def raise_failure(cfg: DictConfig, summary: dict[str, Any], output_dir: Path) -> None:
-    """A run that did not end with a model fails (non-zero exit status), naming what it kept."""
+def raise_failure(cfg: DictConfig, summary: dict[str, Any], global_zero: bool = True) -> None:
+    """A run that did not end with a model fails (non-zero exit status), naming what it kept. Under DDP rank 0 says
+    so; the other processes exit with the same status without a word."""
+    if not failure(summary):
+        return
     reason, step, kept = summary.get("stop/reason"), summary.get("stop/step"), summary.get("stop/checkpoint")
+    if not global_zero:
+        raise SystemExit(PREEMPTED_STATUS if reason == "preempted" else StageFailed.exit_status)
     if reason == "preempted":
+        state = f"its state is in {kept}" if kept else "it had saved no checkpoint yet"
         raise Preempted(
-            f"stage {cfg.stage.name} was stopped by a signal at step {step}; its state is in {kept}; "
-            f"resume with: {command_to_make(cfg.stage.name)} hydra.run.dir={output_dir} ckpt_path=auto"
+            f"stage {cfg.stage.name} was stopped by a signal at step {step}; {state}; resume with: {resume_command()}"
         )
     if reason in FAILURES:
         best = (summary.get("checkpoints") or {}).get("best") or kept
@@ -164,6 +170,16 @@ def raise_failure(cfg: DictConfig, summary: dict[str, Any], output_dir: Path) ->
             f"stage {cfg.stage.name} failed: {reason} at GAN step {step} ({summary.get('stop/message')}); it was not "
             f"published; {kept_line}; lower model.optim.lr_g/lr_d or change the losses, and train it again"
         )
+
+
+def resume_command() -> str:
+    """This run's own command line, to continue it in place (``ckpt_path=auto`` in its run dir)."""
+    try:
+        run_dir = HydraConfig.get().runtime.output_dir
+    except ValueError:
+        run_dir = "<run dir>"
+    kept = [o for o in command_line() if not o.startswith("ckpt_path=")]
+    return " ".join(["python train.py", *kept, f"hydra.run.dir={run_dir}", "ckpt_path=auto"])
 
 
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:

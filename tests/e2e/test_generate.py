@@ -247,7 +247,7 @@ def test_a_full_disk_is_one_line(registry: Path, tmp_path: Path) -> None:
     limit = 1024  # bytes: samples.json's "[]" fits, a GIF or PNG of a clip does not
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))  # fmt: skip
-    line = one_error_line(result, DiskFull.exit_status)  # the run failed (t2v.files decides the status)
+    line = one_error_line(result, DiskFull.exit_status)
     assert f"disk full while writing {out}" in line
     assert json.loads((out / "samples.json").read_text()) == []
     assert [p.name for p in out.iterdir()] == ["samples.json"]  # no half-written clip, no temporary file

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def kill_after_first_checkpoint(process: subprocess.Popen, run_dir: Path) -> Non
         time.sleep(0.02)
     process.kill()
     process.communicate()
-    assert last.is_file(), "the run ended before its first checkpoint"
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert last.is_file()
 
 
 def assert_same_state(a: Path, b: Path) -> None:
@@ -101,7 +103,11 @@ def uninterrupted_videogan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "full" / "checkpoints" / "last.ckpt"
 
 
-@pytest.mark.parametrize("case", CASES)
+# GAN resumes with max_steps, from a stop mid-epoch, are the SIGTERM and SLURM tests' (against one shared run).
+KILLED = [case for case in CASES if case not in ("videogan-max_steps", "vae-max_steps")]
+
+
+@pytest.mark.parametrize("case", KILLED)
 def test_a_killed_run_resumed_from_last_ckpt_ends_bitwise_like_an_uninterrupted_one(
     case: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -164,9 +170,8 @@ def test_a_diverged_gan_stage_stops_the_pipeline_before_a_later_stage_uses_an_ol
     assert json.loads((tmp_path / "run" / "stage1" / "metrics.json").read_text())["stop/reason"] == "nonfinite"
 
 
-def test_a_checkpoint_of_another_configuration_is_one_line(tmp_path: Path) -> None:
-    finish(train(tmp_path, "small", CASES["videogan-max_steps"], "trainer.max_steps=4"))
-    last = tmp_path / "small" / "checkpoints" / "last.ckpt"
+def test_a_checkpoint_of_another_configuration_is_one_line(tmp_path: Path, uninterrupted_videogan: Path) -> None:
+    last = uninterrupted_videogan
     wider = run_entry("train.py", *QUIET_CSV, *CASES["videogan-max_steps"], "model.width=0.125", f"ckpt_path={last}",
                       *paths_in(tmp_path), f"hydra.run.dir={tmp_path / 'wider'}", cwd=tmp_path)  # fmt: skip
     vae = run_entry("train.py", *QUIET_CSV, *CASES["vae-max_steps"], f"ckpt_path={last}", *paths_in(tmp_path),
@@ -211,22 +216,23 @@ def test_under_slurm_the_requeue_signal_requeues_the_job_and_the_requeued_job_re
     assert_same_state(uninterrupted_videogan, tmp_path / "job" / "checkpoints" / "last.ckpt")
 
 
-def test_a_checkpoint_write_that_fails_for_lack_of_space_keeps_the_last_good_one(tmp_path: Path) -> None:
-    finish(train(tmp_path, "run", CASES["videogan-max_steps"], "trainer.max_steps=4"))
+def test_a_checkpoint_write_that_fails_for_lack_of_space_keeps_the_last_good_one(
+    tmp_path: Path, uninterrupted_videogan: Path
+) -> None:
+    shutil.copytree(uninterrupted_videogan.parents[1], tmp_path / "run")  # a finished run, resumed for more steps
     checkpoints = tmp_path / "run" / "checkpoints"
     before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
 
     def no_room_for_a_checkpoint() -> None:
         """Writes past 1 MB fail with EFBIG, as they would on a full disk (the checkpoints are ~4 MB)."""
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead of failing the write
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
     command = [sys.executable, str(ROOT / "train.py"), *QUIET_CSV, *CASES["videogan-max_steps"], *paths_in(tmp_path),
-               f"hydra.run.dir={tmp_path / 'run'}", "ckpt_path=auto", "trainer.max_steps=8"]  # fmt: skip
+               f"hydra.run.dir={tmp_path / 'run'}", "ckpt_path=auto", "trainer.max_steps=14"]  # fmt: skip
     environment = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
     result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
                             preexec_fn=no_room_for_a_checkpoint)  # fmt: skip
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"t2v: error: disk full while writing {checkpoints}/")
     assert "Traceback" not in result.stderr
