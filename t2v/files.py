@@ -68,6 +68,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def save_torch_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` atomically. Through a Python file object: torch's own file writer reports a full disk as a
+    RuntimeError, not an OSError."""
+    import torch  # only the writers of checkpoints need it
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as indented JSON, atomically (values JSON cannot hold are written as text)."""
     write_bytes_atomic(path, json.dumps(data, indent=2, default=str, ensure_ascii=False).encode())

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from t2v.files import atomic_path
+from t2v.files import save_torch_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -24,9 +23,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Through a Python file object: torch's own file writer reports a full disk as a RuntimeError, not an OSError.
-        with atomic_path(path) as tmp, open(tmp, "wb") as file:
-            torch.save(checkpoint, file)
+        save_torch_atomic(checkpoint, path)
 
     def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
         where = {} if map_location is None else {"map_location": map_location}

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 
 from t2v.errors import T2VError
-from t2v.files import atomic_path, write_bytes_atomic, write_json_atomic
+from t2v.files import save_torch_atomic, write_bytes_atomic, write_json_atomic
 from t2v.models.stage import FORMAT_KEY, StageModule
 from t2v.text.featurizer import printable
 
@@ -46,8 +46,7 @@ def slim_checkpoint(source: Path, target: Path) -> dict[str, Any]:
     ckpt = torch.load(source, map_location="cpu", weights_only=True)
     keep = ("state_dict", "hyper_parameters", "hparams_name", "pytorch-lightning_version", "epoch", "global_step",
             FORMAT_KEY)  # fmt: skip
-    with atomic_path(target) as tmp, open(tmp, "wb") as file:  # a file object: a full disk is an OSError
-        torch.save({k: ckpt[k] for k in keep if k in ckpt}, file)
+    save_torch_atomic({k: ckpt[k] for k in keep if k in ckpt}, target)
     return dict(ckpt.get("hyper_parameters", {}))
 
 

@@ -212,7 +212,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
-        why = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        why = f"{type(error).__name__}: {artifacts.reason(error)}"
         raise T2VError(
             f"ckpt_path={path} is not a checkpoint t2v can read ({why}); "
             "pass a last.ckpt or best.ckpt that a t2v run wrote"

@@ -41,9 +41,9 @@ CASES = {
     "vae-max_epochs": [*VAE, *EPOCHS],
     # Stages with upstream artifacts read the shared tiny chain's (and publish nothing into it).
     "siamese-max_steps": ["stage=siamese", "experiment=quickstart", "publish=false", *STEPS],
-    "stage1-max_epochs": ["stage=stage1", "experiment=quickstart", "publish=false", *EPOCHS],
+    "stage1-max_steps": ["stage=stage1", "experiment=quickstart", "publish=false", *STEPS],
 }
-ON_THE_CHAIN = ("siamese-max_steps", "stage1-max_epochs")
+ON_THE_CHAIN = ("siamese-max_steps", "stage1-max_steps")
 
 
 def train(
