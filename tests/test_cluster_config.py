@@ -118,6 +118,9 @@ def test_a_requeued_slurm_job_resumes_from_its_newest_checkpoint(
     last.parent.mkdir()
     last.write_bytes(b"")
     assert resume_checkpoint(cfg, tmp_path) == str(last)
+    torn = last.parent / ".last.ckpt.0badc0de.tmp"  # a write that a SIGKILL cut short
+    torn.write_bytes(b"PK")
+    assert resume_checkpoint(cfg, tmp_path) == str(last) and not torn.exists()
     hpc = tmp_path / "hpc_ckpt_1.ckpt"  # Lightning's own requeue handler saved one after it
     hpc.write_bytes(b"")
     os.utime(last, (1, 1))

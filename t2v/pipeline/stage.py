@@ -194,6 +194,10 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
         return str(cfg.ckpt_path)
     if cfg.ckpt_path != "auto" and not slurm_requeued():
         return None
+    # A process killed while writing a checkpoint leaves its temporary file (t2v.files.atomic_path); nothing else
+    # writes into this run dir before the resumed run does.
+    for stale in (output_dir / "checkpoints").glob(".*.tmp"):
+        stale.unlink()
     # last.ckpt, or the checkpoint Lightning's own SLURM requeue handler saved (hpc_ckpt_<n>.ckpt), if newer.
     candidates = [
         p for p in [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()
