@@ -19,12 +19,12 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from t2v.cluster import launched_rank, slurm_requeued, wait_for
+from t2v.cluster import launched_rank, wait_for
 from t2v.errors import T2VError
 from t2v.files import write_json_atomic
 from t2v.pipeline import artifacts
 from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo, write_samples
-from t2v.pipeline.stage import command_line, failure, train_stage
+from t2v.pipeline.stage import command_line, continues_in_place, failure, train_stage
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 
@@ -116,7 +116,7 @@ def finished_before(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The summary of a stage that an earlier try of this pipeline run (a requeued SLURM job, or the same run dir
     again with ``ckpt_path=auto``) trained and published; None for a stage to train, or to resume: one that never
     ran, failed or was stopped by a signal."""
-    if not (slurm_requeued() or cfg.ckpt_path == "auto"):
+    if not continues_in_place(cfg):
         return None
     try:
         summary = json.loads((run_dir / "metrics.json").read_text())

@@ -91,7 +91,7 @@ def train_stage(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_checkpoint(cfg, output_dir)
     resumed = read_checkpoint(resume) if resume else None
-    if resumed is not None and (cfg.ckpt_path == "auto" or slurm_requeued()):
+    if resumed is not None and continues_in_place(cfg):
         continue_logging(cfg, resumed)  # the same run, in place; ckpt_path=<file> starts a new one
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -182,6 +182,12 @@ def resume_command() -> str:
     return " ".join(["python train.py", *kept, f"hydra.run.dir={run_dir}", "ckpt_path=auto"])
 
 
+def continues_in_place(cfg: DictConfig) -> bool:
+    """Whether this run continues an earlier try in its own run dir: ``ckpt_path=auto``, or a requeued SLURM job
+    (SLURM counts restarts in SLURM_RESTART_COUNT)."""
+    return cfg.ckpt_path == "auto" or slurm_requeued()
+
+
 def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint this run continues from: ``ckpt_path``; with ``ckpt_path=auto``, or in a requeued SLURM job
     (SLURM counts restarts in SLURM_RESTART_COUNT), the newest checkpoint in the run dir, when there is one."""
@@ -192,7 +198,7 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
                 "or ckpt_path=auto with hydra.run.dir=<run dir>"
             )
         return str(cfg.ckpt_path)
-    if cfg.ckpt_path != "auto" and not slurm_requeued():
+    if not continues_in_place(cfg):
         return None
     # A process killed while writing a checkpoint leaves its temporary file (t2v.files.atomic_path); nothing else
     # writes into this run dir before the resumed run does.
