@@ -20,11 +20,15 @@ $(VENV)/.installed: pyproject.toml
 train: $(VENV)/.installed  ## train the default main job on the embedded dataset (CPU)
 	$(PY) train.py experiment=quickstart stage=pipeline
 
+# -n auto: one pytest-xdist worker per core. --dist loadgroup sends the tests marked xdist_group(<name>) to one
+# worker, so the trained run they share is made once; the other tests go wherever a worker is free.
+TEST_ARGS ?= -n auto --dist loadgroup
+
 test: $(VENV)/.installed  ## run the whole test suite
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_ARGS)
 
 test-fast: $(VENV)/.installed  ## skip the slow end-to-end subprocess runs
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(TEST_ARGS) -m "not slow"
 
 lint: $(VENV)/.installed  ## ruff
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

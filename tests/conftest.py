@@ -1,4 +1,4 @@
-"""Shared fixtures: offline W&B, and Hydra configs composed exactly as `train.py` would compose them."""
+"""Shared fixtures: offline W&B, one thread per xdist worker, and Hydra configs composed as `train.py` composes them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
@@ -20,6 +21,18 @@ def offline_wandb() -> None:
     """Tests never touch the network."""
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread_per_worker() -> None:
+    """Under pytest-xdist (``make test``) each worker, and every process it starts, computes on one thread.
+
+    The workers already fill the cores; torch's default of one thread per core in every worker would
+    oversubscribe them, and its threads spin while they wait, which costs more than it gains on tiny models.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import imageio.v3 as iio
 import pytest
 from omegaconf import DictConfig
 
-from helpers import compose_app, run_entry
+from helpers import call_entry, compose_app, run_entry
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the module: its tests share one evaluation of the chain (and the probe it trains).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("evaluate")]
 
 # The chain: experiment=quickstart (16 frames of 32x32) cut to a handful of batches by debug=limit.
 TINY = ["experiment=quickstart", "debug=limit", "logger=csv"]
@@ -149,8 +150,9 @@ def test_a_probe_trained_on_other_data_is_refused(evaluation: tuple[Path, str], 
 
 
 def test_missing_artifacts_print_the_command_that_makes_them(tmp_path: Path) -> None:
-    result = run_entry("evaluate.py", "experiment=seed_2017", "debug=limit", f"paths.artifacts_dir={tmp_path / 'none'}",
-                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)  # fmt: skip
+    registry, run_dir = tmp_path / "none", tmp_path / "run"
+    result = call_entry("evaluate.py", "experiment=seed_2017", "debug=limit", f"paths.artifacts_dir={registry}",
+                        f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("t2v: error:")]
     assert len(errors) == 1 and "evaluate needs a trained stage1 artifact" in errors[0]

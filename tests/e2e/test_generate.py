@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT, run_entry
+from helpers import ROOT, call_entry, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,10 @@ def artifact(registry: Path, stage: str) -> Path:
     return registry / stage / (registry / stage / "latest").read_text().strip()
 
 
-def generate(tmp_path: Path, registry: Path, *args: str, env: dict[str, str] | None = None):
-    return run_entry("generate.py", f"paths.artifacts_dir={registry}", f"hydra.run.dir={tmp_path / 'run'}", *args,
-                     cwd=tmp_path, env=env)  # fmt: skip
+def generate(tmp_path: Path, registry: Path, *args: str, env: dict[str, str] | None = None, entry=run_entry):
+    """generate.py on ``registry``, in a new process (``entry=call_entry``: in this one, for the error paths)."""
+    return entry("generate.py", f"paths.artifacts_dir={registry}", f"hydra.run.dir={tmp_path / 'run'}", *args,
+                 cwd=tmp_path, env=env)  # fmt: skip
 
 
 def one_error_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
@@ -203,7 +204,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
         args.append(f"out_dir={out}")
     if not any(arg.startswith("texts_file=") for arg in args):
         args.append("text=a small red circle moves to the left")
-    line = one_error_line(generate(tmp_path, registry, *args))
+    line = one_error_line(generate(tmp_path, registry, *args, entry=call_entry))
     assert message in line, line
     if "manifest" in message or "registry" in message or "artifact id" in message:
         assert "delete" in line  # says how to get out of it

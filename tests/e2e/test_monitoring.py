@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from helpers import ROOT, compose_app, run_entry
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the module, so its shared siamese is trained once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("monitoring")]
 
 TEXT = ["featurizer.max_words=12", "featurizer.dim=32"]
 TINY = ["experiment=quickstart", "debug=limit", "data.num_clips=96", "data.batch_size=8", *TEXT]

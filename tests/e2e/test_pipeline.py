@@ -10,7 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from helpers import FRAMES, SIZE, TINY, VIDEOGAN_STEPS, artifacts_in, paths_in, run_entry
+from helpers import FRAMES, SIZE, TINY, VIDEOGAN_STEPS, artifacts_in, call_entry, paths_in, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -62,24 +62,24 @@ def test_siamese_stage_alone_reads_the_latest_vae(chain: Path, tmp_path: Path) -
 
 
 def test_missing_upstream_prints_the_command_that_makes_it(tmp_path: Path) -> None:
-    result = run_entry("train.py", "stage=siamese", *TINY, f"hydra.run.dir={tmp_path / 'run'}", *paths_in(tmp_path),
-                       cwd=tmp_path)  # fmt: skip
+    result = call_entry("train.py", "stage=siamese", *TINY, f"hydra.run.dir={tmp_path / 'run'}", *paths_in(tmp_path),
+                        cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "needs a trained vae artifact" in result.stderr
     assert "python train.py stage=vae experiment=quickstart debug=limit" in result.stderr
 
 
 def test_dimension_contract_is_checked_before_training(chain: Path, tmp_path: Path) -> None:
-    result = run_entry("train.py", "stage=siamese", *TINY, "featurizer.max_words=10", f"hydra.run.dir={tmp_path / 'r'}",
-                       *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    result = call_entry("train.py", "stage=siamese", *TINY, "featurizer.max_words=10",
+                        f"hydra.run.dir={tmp_path / 'r'}", *paths_in(chain), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert "featurizer.max_words=10 but the upstream featurizer" in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_video_discriminator_strides_are_checked_before_training(chain: Path, tmp_path: Path) -> None:
-    result = run_entry("train.py", "stage=videogan", *TINY, "data.frames=20", f"hydra.run.dir={tmp_path / 'r'}",
-                       *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    result = call_entry("train.py", "stage=videogan", *TINY, "data.frames=20", f"hydra.run.dir={tmp_path / 'r'}",
+                        *paths_in(chain), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "frames=20" in result.stderr
 
@@ -116,7 +116,7 @@ def test_generate_from_a_file_of_sentences(chain: Path, tmp_path: Path) -> None:
 def test_generate_errors_are_one_clear_line(chain: Path, tmp_path: Path, args: list[str], message: str) -> None:
     overridden = {arg.split("=")[0] for arg in args}
     defaults = [arg for arg in artifacts_in(chain) if arg.split("=")[0] not in overridden]
-    result = run_entry("generate.py", *defaults, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = call_entry("generate.py", *defaults, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("t2v: error:")]
     assert len(errors) == 1 and message in errors[0]

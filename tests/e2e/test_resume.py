@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, TINY, TINY_VAE, paths_in, run_entry
+from helpers import ROOT, TINY, TINY_VAE, call_entry, paths_in, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,10 @@ def assert_same_state(a: Path, b: Path) -> None:
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(other["state"][param][key])), (param, key)
 
 
+# The tests that compare with the uninterrupted run go to one xdist worker, which trains it once.
+SHARES_THE_UNINTERRUPTED_RUN = pytest.mark.xdist_group("uninterrupted_videogan")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted_videogan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``last.ckpt`` of one uninterrupted video GAN run, which the preemption tests compare against."""
@@ -128,6 +132,7 @@ def test_a_killed_run_resumed_from_last_ckpt_ends_bitwise_like_an_uninterrupted_
     assert len(metrics["history"]) == len(json.loads((tmp_path / "full" / "metrics.json").read_text())["history"])
 
 
+@SHARES_THE_UNINTERRUPTED_RUN
 def test_sigterm_saves_the_step_fails_as_preempted_and_resumes_mid_epoch_bitwise(
     tmp_path: Path, uninterrupted_videogan: Path
 ) -> None:
@@ -170,16 +175,17 @@ def test_a_diverged_gan_stage_stops_the_pipeline_before_a_later_stage_uses_an_ol
     assert json.loads((tmp_path / "run" / "stage1" / "metrics.json").read_text())["stop/reason"] == "nonfinite"
 
 
+@SHARES_THE_UNINTERRUPTED_RUN
 def test_a_checkpoint_of_another_configuration_is_one_line(tmp_path: Path, uninterrupted_videogan: Path) -> None:
     last = uninterrupted_videogan
-    wider = run_entry("train.py", *QUIET_CSV, *CASES["videogan-max_steps"], "model.width=0.125", f"ckpt_path={last}",
-                      *paths_in(tmp_path), f"hydra.run.dir={tmp_path / 'wider'}", cwd=tmp_path)  # fmt: skip
-    vae = run_entry("train.py", *QUIET_CSV, *CASES["vae-max_steps"], f"ckpt_path={last}", *paths_in(tmp_path),
-                    f"hydra.run.dir={tmp_path / 'vae'}", cwd=tmp_path)  # fmt: skip
+    wider = call_entry("train.py", *QUIET_CSV, *CASES["videogan-max_steps"], "model.width=0.125", f"ckpt_path={last}",
+                       *paths_in(tmp_path), f"hydra.run.dir={tmp_path / 'wider'}", cwd=tmp_path)  # fmt: skip
+    vae = call_entry("train.py", *QUIET_CSV, *CASES["vae-max_steps"], f"ckpt_path={last}", *paths_in(tmp_path),
+                     f"hydra.run.dir={tmp_path / 'vae'}", cwd=tmp_path)  # fmt: skip
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(last.read_bytes()[:1000])
-    broken = run_entry("train.py", *QUIET_CSV, *CASES["videogan-max_steps"], f"ckpt_path={truncated}",
-                       *paths_in(tmp_path), f"hydra.run.dir={tmp_path / 'broken'}", cwd=tmp_path)  # fmt: skip
+    broken = call_entry("train.py", *QUIET_CSV, *CASES["videogan-max_steps"], f"ckpt_path={truncated}",
+                        *paths_in(tmp_path), f"hydra.run.dir={tmp_path / 'broken'}", cwd=tmp_path)  # fmt: skip
     for result, says in ((wider, "was saved by another stage or model configuration"),
                          (vae, "was saved by another stage or model configuration"),
                          (broken, "is not a checkpoint t2v can read")):  # fmt: skip
@@ -188,6 +194,7 @@ def test_a_checkpoint_of_another_configuration_is_one_line(tmp_path: Path, unint
         assert says in result.stderr and "Traceback" not in result.stderr
 
 
+@SHARES_THE_UNINTERRUPTED_RUN
 def test_under_slurm_the_requeue_signal_requeues_the_job_and_the_requeued_job_resumes(
     tmp_path: Path, uninterrupted_videogan: Path
 ) -> None:
@@ -216,6 +223,7 @@ def test_under_slurm_the_requeue_signal_requeues_the_job_and_the_requeued_job_re
     assert_same_state(uninterrupted_videogan, tmp_path / "job" / "checkpoints" / "last.ckpt")
 
 
+@SHARES_THE_UNINTERRUPTED_RUN
 def test_a_checkpoint_write_that_fails_for_lack_of_space_keeps_the_last_good_one(
     tmp_path: Path, uninterrupted_videogan: Path
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, TINY, TINY_VAE, VIDEOGAN_STEPS, paths_in, run_entry
+from helpers import ROOT, TINY, TINY_VAE, VIDEOGAN_STEPS, call_entry, paths_in, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def test_a_model_setting_no_stage_has_is_refused_before_training(tmp_path: Path)
 
 
 def test_a_gan_monitoring_fidelity_needs_the_validation_callback(chain: Path, tmp_path: Path) -> None:
-    result = run_entry("train.py", "stage=stage1", *TINY, "callbacks.gan_validation=null",
-                       f"hydra.run.dir={tmp_path / 'run'}", *paths_in(chain), cwd=tmp_path)  # fmt: skip
+    result = call_entry("train.py", "stage=stage1", *TINY, "callbacks.gan_validation=null",
+                        f"hydra.run.dir={tmp_path / 'run'}", *paths_in(chain), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "callbacks.gan_validation, which is switched off" in result.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import TINY_VAE, run_entry
+from helpers import TINY_VAE, call_entry, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_bad_override_is_hydras_clear_error(tmp_path: Path, override: str, messa
 
 
 def test_bad_input_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    result = run_entry(
+    result = call_entry(
         "train.py",
         "debug=limit",
         "featurizer.vectors=/nope/wiki.en.vec",
