@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from t2v.errors import T2VError
 from t2v.models.settings import at_least, one_of, settings
-from t2v.models.stage import StageModule
+from t2v.models.stage import StageModule, adam
 
 GAN_LOSSES = ("bce", "hinge")
 # An option group as the config gives it (``model.generator``, ...): a mapping, or None for every default.
@@ -318,8 +318,8 @@ class AdversarialModule(StageModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         o = self.optim
-        opt_g = torch.optim.Adam(self.generator_parameters(), lr=o.lr_g, betas=o.betas)
-        opt_d = torch.optim.Adam(self.discriminator_parameters(), lr=o.lr_d, betas=o.betas)
+        opt_g = adam(self.generator_parameters(), lr=o.lr_g, betas=o.betas)
+        opt_d = adam(self.discriminator_parameters(), lr=o.lr_d, betas=o.betas)
         return [opt_g, opt_d]
 
 

@@ -25,7 +25,7 @@ from torchmetrics.retrieval import RetrievalHitRate
 
 from t2v.errors import T2VError
 from t2v.models.captions import caption_keys, mismatched_indices, same_meaning, without_other_matches
-from t2v.models.stage import Manifests, StageModule
+from t2v.models.stage import Manifests, StageModule, adam
 from t2v.models.upstream import freeze, load_submodule
 from t2v.models.vae import TextVAE
 
@@ -294,7 +294,7 @@ class SiameseEmbedding(StageModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.hparams.optimizer == "rmsprop":  # the original's choice (with lr 1e-5)
             return torch.optim.RMSprop(params, lr=self.hparams.lr)
-        return torch.optim.Adam(params, lr=self.hparams.lr)
+        return adam(params, lr=self.hparams.lr)
 
 
 def retrieval_recall(text: Tensor, image: Tensor, keys: Tensor, metrics: nn.ModuleDict) -> dict[int, Tensor]:

@@ -26,6 +26,21 @@ import torch
 
 Manifests = dict[str, dict[str, Any]]
 FORMAT_KEY = "t2v_format"
+# Devices with a fused (one kernel for all tensors) Adam in PyTorch.
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def adam(params: Any, **options: Any) -> torch.optim.Adam:
+    """Adam, fused where PyTorch has a fused kernel for the parameters' device.
+
+    On CPU the default Adam updates one tensor at a time in Python, which took over half of a small stage's step
+    (bench/throughput.py); the fused kernel does the same update in one call. The result differs from the
+    unfused one only by floating-point rounding.
+    """
+    params = list(params)
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    fused = all(p.device.type in FUSED_ADAM_DEVICES and p.is_floating_point() for p in tensors)
+    return torch.optim.Adam(params, fused=fused or None, **options)
 
 
 class StageModule(pl.LightningModule):

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from t2v.models.stage import StageModule
+from t2v.models.stage import StageModule, adam
 
 KL_SCHEDULES = ("logistic", "linear", "constant")
 RECON_LOSSES = ("mse", "cosine")
@@ -166,7 +166,7 @@ class TextVAE(StageModule):
             self.log("val/active_units", float(active_units(torch.cat(self._val_mu))), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # -- artifact -------------------------------------------------------------------------------
     def export_artifact(self, directory: Path, datamodule: pl.LightningDataModule) -> dict[str, Any]:
