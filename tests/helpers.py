@@ -44,11 +44,15 @@ def artifacts_in(root: Path) -> list[str]:
     return [f"paths.artifacts_dir={root / 'artifacts'}"]
 
 
+# What every entry point run by a test sees: W&B offline and quiet, Hydra's one-line errors.
+ENTRY_ENVIRONMENT = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+
+
 def run_entry(
     script: str, *args: str, cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run an entry point (train.py, ...) the way a user does, from `cwd` (``env``: extra environment variables)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    env = {**os.environ, **ENTRY_ENVIRONMENT, **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -64,7 +68,7 @@ def call_entry(script: str, *args: str, cwd: Path, env: dict[str, str] | None = 
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, Path.cwd()
     saved_handlers, saved_level = logging.root.handlers[:], logging.root.level
-    os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0", **(env or {})})
+    os.environ.update({**ENTRY_ENVIRONMENT, **(env or {})})
     GlobalHydra.instance().clear()
     sys.argv = command = [str(ROOT / script), *args]
     os.chdir(cwd)
