@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 
 import t2v  # noqa: E402,F401  (config resolvers)
+from t2v.callbacks.memory_format import to_channels_last  # noqa: E402
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes  # noqa: E402
 from t2v.models.gan import AdversarialModule  # noqa: E402
 from t2v.models.stage import FORMAT_KEY, StageModule  # noqa: E402
@@ -331,6 +332,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         loader = DataLoader(data, batch_size=batch_size)
         torch.manual_seed(0)
         model = build_model(cfg, resolve_upstream(cfg))
+        if cfg.callbacks.get("channels_last"):  # what that callback of train.py's does, for both loops
+            to_channels_last(model)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # Every optimizer step of the run, either loop's (Lightning's steps go through the same torch optimizers).
         updates = [0]
