@@ -602,7 +602,8 @@ def main() -> None:
     parser.add_argument("--registry", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench/throughput.py: torch sees no CUDA GPU here; use --device cpu")
+        print("bench/throughput.py: error: torch sees no CUDA GPU here; use --device cpu", file=sys.stderr)
+        sys.exit(2)  # bad input, as every t2v entry point
     if args.one:
         warnings.filterwarnings("ignore")  # Lightning's advice on workers and loggers; the table is the output
         logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
