@@ -27,26 +27,27 @@ def same_meaning(keys: Tensor) -> Tensor:
 
 
 def mismatched_indices(keys: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """For each row i, an index j whose key differs from key i ("wrong" captions for a matching-aware D).
+    """For each row i, a random index j whose key differs from key i ("wrong" captions for a matching-aware D).
 
-    Starts from a random derangement and fixes remaining clashes by trying other rows; a row whose key every
-    other row shares gets a plain different row (nothing better exists).
+    Starts from a random derangement (every row is someone's wrong caption once), then gives each row paired with
+    one that says the same thing a random row that says something else, or, where every other row says the same
+    thing, a random other row (nothing better exists). The random numbers come from the CPU ``generator`` and the
+    fix is vectorised, so it never waits for the GPU: it runs on every training step.
     """
     b = keys.shape[0]
+    device = keys.device
     if b < 2:
-        return torch.zeros(b, dtype=torch.long, device=keys.device)
-    keys = keys.reshape(b, -1)
-    shift = torch.randint(1, b, (1,), generator=generator).item()
-    order = torch.randperm(b, generator=generator).to(keys.device)
-    choice = torch.empty(b, dtype=torch.long, device=keys.device)
-    choice[order] = order.roll(-int(shift))  # a derangement: nobody is paired with themselves
-    same = same_meaning(keys)
-    clash = same[torch.arange(b, device=keys.device), choice]
-    for i in torch.nonzero(clash).flatten().tolist():
-        candidates = torch.nonzero(~same[i]).flatten()
-        if len(candidates):
-            choice[i] = candidates[torch.randint(len(candidates), (1,), generator=generator).item()]
-    return choice
+        return torch.zeros(b, dtype=torch.long, device=device)
+    order = torch.randperm(b, generator=generator)
+    shift = int(torch.randint(1, b, (1,), generator=generator))
+    choice = torch.empty_like(order)
+    choice[order] = order.roll(-shift)  # a derangement: nobody is paired with themselves
+    choice = choice.to(device)
+    differs = ~same_meaning(keys.reshape(b, -1))
+    clash = ~differs[torch.arange(b, device=device), choice]
+    # The largest of independent uniforms picks uniformly; a row that differs always beats one that does not.
+    score = torch.rand(b, b, generator=generator).to(device) + 2 * differs
+    return torch.where(clash, score.fill_diagonal_(-1).argmax(dim=1), choice)
 
 
 def without_other_matches(logits: Tensor, keys: Tensor) -> Tensor:
