@@ -6,6 +6,7 @@
     python bench/throughput.py --precision 32-true bf16-mixed            # both precisions
     python bench/throughput.py --device cuda --precision bf16-mixed      # on a GPU
     python bench/throughput.py --batch-size paper=8 videogan.paper=2     # batch per size, or per stage.size
+    python bench/throughput.py --stages stage1 --set model.compile=true   # any config override, in both loops
     python bench/throughput.py --generation [--artifacts artifacts]      # text -> clip speed instead
 
 Training (the default) prints a markdown table, one row per stage, size and precision:
@@ -21,6 +22,8 @@ Training (the default) prints a markdown table, one row per stage, size and prec
   two must agree: that checks the bare loop does the same work), and the GFLOP/s achieved, also as a share of the
   machine's matmul peak of that precision (a 2048 x 2048 matmul timed in the header).
 - peak memory of each loop in its own process: resident set (VmHWM) on the CPU, ``max_memory_allocated`` on CUDA.
+- first step s: the first step of the Lightning loop, untimed above; it holds one-off costs such as
+  ``model.compile=true``'s compilation.
 
 Each loop runs ``--warmup`` untimed steps, then ``--steps`` timed ones, each from its batch's start to the next
 one's (data loading and everything Lightning does between steps included), and the rates come from the median step
@@ -220,17 +223,18 @@ def bare_step(model: StageModule, precision: str, device: torch.device) -> Calla
         optimizer.step()
 
     if isinstance(model, AdversarialModule):  # AdversarialModule.training_step without the logging
+        model.configure_model()  # model.compile=true: the compiled loss terms, as under the Trainer
         opt_g, opt_d = model.configure_optimizers()
 
         def gan(batch: dict[str, Any]) -> None:
             for _ in range(model.optim.d_steps):
                 with toggled(opt_d, [opt_g]):
                     with autocast():
-                        d_loss = model.discriminator_terms(batch)["d_loss"]
+                        d_loss = model.d_terms(batch)["d_loss"]
                     update(opt_d, d_loss, model.optim.clip_grad_norm)
             with toggled(opt_g, [opt_d]):
                 with autocast():
-                    g_loss = model.generator_terms(batch)["g_loss"]
+                    g_loss = model.g_terms(batch)["g_loss"]
                 update(opt_g, g_loss, model.optim.clip_grad_norm)
             model.gan_step += 1
             model.update_ema()
@@ -297,14 +301,17 @@ class Flops:
 
 class LightningClock(pl.Callback):
     """The start times of batches ``warmup`` to ``warmup + steps`` (so ``steps`` whole steps, each from one batch's
-    start to the next one's); counts the FLOPs of that last batch, which is not timed."""
+    start to the next one's) and of the first two; counts the FLOPs of that last batch, which is not timed."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.starts: list[float] = []
+        self.first: list[float] = []
         self.flops, self.counter = 0, Flops()
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, i: int) -> None:
+        if i < 2:
+            self.first.append(clock(self.device))
         if i >= self.warmup:
             self.starts.append(clock(self.device))
         if i == self.warmup + self.steps:
@@ -324,7 +331,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     try:
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         cfg = compose_config(stage, size, registry, work, f"trainer.precision={precision}",
-                             f"trainer.accelerator={accelerator}")  # fmt: skip
+                             f"trainer.accelerator={accelerator}", *args.set)  # fmt: skip
         batch_size = batch_for(args.batch_size, stage, size, cfg.data.batch_size)
         vae = artifacts.read_manifest(artifacts.latest(registry, "vae"))  # type: ignore[arg-type]
         batches = args.warmup + args.steps + 1  # the last one: FLOPs counted, not timed
@@ -339,22 +346,23 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         updates = [0]
         register_optimizer_step_post_hook(lambda *_: updates.__setitem__(0, updates[0] + 1))
         if loop == "lightning":
-            starts, flops = lightning_loop(args, cfg, model, loader, device, work)
+            starts, flops, first = lightning_loop(args, cfg, model, loader, device, work)
         else:
-            starts, flops = bare_loop(args, model, loader, precision, device)
+            starts, flops, first = bare_loop(args, model, loader, precision, device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # The median step: a machine shared with other jobs stalls some steps, which would sway a mean.
     seconds = statistics.median([b - a for a, b in zip(starts[:-1], starts[1:], strict=True)])
     return {"batch": batch_size, "params": params, "step_seconds": seconds, "flops_per_step": flops,
-            "updates_per_step": updates[0] / len(loader), "peak_mib": peak_memory_mib(device)}  # fmt: skip
+            "updates_per_step": updates[0] / len(loader), "peak_mib": peak_memory_mib(device),
+            "first_step_seconds": first}  # fmt: skip
 
 
 def lightning_loop(
     args: argparse.Namespace, cfg: DictConfig, model: StageModule, loader: DataLoader, device: torch.device, work: Path
-) -> tuple[list[float], int]:
-    """``trainer.fit`` over ``loader`` with the config's Trainer; returns the timed batches' start times and the
-    FLOPs of the last batch."""
+) -> tuple[list[float], int, float]:
+    """``trainer.fit`` over ``loader`` with the config's Trainer; returns the timed batches' start times, the FLOPs
+    of the last batch and the first step's seconds."""
     timer = LightningClock(args.warmup, args.steps, device)
     trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
@@ -362,24 +370,26 @@ def lightning_loop(
                           num_sanity_val_steps=0, default_root_dir=str(work))  # fmt: skip
     reset_peak_memory(device)
     trainer.fit(model, train_dataloaders=loader)
-    return timer.starts, timer.flops
+    return timer.starts, timer.flops, timer.first[1] - timer.first[0]
 
 
 def bare_loop(
     args: argparse.Namespace, model: StageModule, loader: DataLoader, precision: str, device: torch.device
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, float]:
     """:func:`bare_step` over ``loader``; returns what :func:`lightning_loop` returns."""
     model.to(device).train()
     step = bare_step(model, precision, device)
     reset_peak_memory(device)
-    starts, counter = [], Flops()
+    starts, first, counter = [], [], Flops()
     for i, batch in enumerate(loader):
+        if i < 2:
+            first.append(clock(device))
         if i >= args.warmup:
             starts.append(clock(device))
         if i == args.warmup + args.steps:
             counter.start()
         step(to_device(batch, device))
-    return starts, counter.stop()
+    return starts, counter.stop(), first[1] - first[0]
 
 
 def batch_for(specs: Sequence[str], stage: str, size: str, configured: int) -> int:
@@ -409,7 +419,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float
 def run_child(args: argparse.Namespace, registry: Path, stage: str, size: str, precision: str, loop: str) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--one", stage, size, precision, loop,
                "--registry", str(registry), "--device", args.device, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch-size", *args.batch_size]  # fmt: skip
+               "--warmup", str(args.warmup), "--batch-size", *args.batch_size, "--set", *args.set]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]
     if result.returncode != 0 or not lines:
@@ -436,13 +446,14 @@ def device_name(device: torch.device) -> str:
         return platform.processor() or "CPU"
 
 
-def header(device: torch.device, peaks: dict[str, float], size: int) -> list[str]:
+def header(device: torch.device, peaks: dict[str, float], size: int, overrides: Sequence[str]) -> list[str]:
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if device.type == "cpu" else ""
     return [
         f"- {device_name(device)}{threads}{load}; torch {torch.__version__}, Lightning {pl.__version__}",
         f"- matmul peak ({size} x {size}, best of ~1 s): fp32 {peaks['32-true']:.1f} GFLOP/s, "
         f"bf16 {peaks['bf16-mixed']:.1f} GFLOP/s",
+        *([f"- config overrides: {' '.join(overrides)}"] if overrides else []),
     ]
 
 
@@ -464,15 +475,15 @@ def training(args: argparse.Namespace) -> None:
                     rows.append(table_row(stage, size, precision, done, peaks[precision]))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print("\n".join(["## Training throughput", "", *header(device, peaks, matmul),
+    print("\n".join(["## Training throughput", "", *header(device, peaks, matmul, args.set),
                      f"- median of {args.steps} timed steps after {args.warmup} warm-up"
                      + (f", fastest of {args.repeats} runs per loop" if args.repeats > 1 else "")
                      + "; a step is one batch (GANs: D then G update); samples are clips (images for "
                      "stage1, captions for vae); random weights", "",
                      "| stage | size | precision | batch | updates/step | trainable params | GFLOP/step "
                      "| Lightning samples/s | bare samples/s | Lightning overhead | GFLOP/s Lightning (% of peak) "
-                     "| GFLOP/s bare (% of peak) | peak memory MiB Lightning / bare |",
-                     "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]))  # fmt: skip
+                     "| GFLOP/s bare (% of peak) | peak memory MiB Lightning / bare | first step s |",
+                     "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]))  # fmt: skip
 
 
 def both_loops(args: argparse.Namespace, registry: Path, stage: str, size: str, precision: str) -> dict[str, dict]:
@@ -507,7 +518,7 @@ def table_row(stage: str, size: str, precision: str, done: dict[str, dict], peak
         stage, size, precision, str(bare["batch"]), f"{updates:g}", f"{bare['params']:,}", gflops,
         f"{rate['lightning']:,.1f}", f"{rate['bare']:,.1f}", f"{100 * (1 - rate['lightning'] / rate['bare']):.1f}%",
         *(f"{achieved[loop]:,.1f} ({100 * achieved[loop] / peak:.0f}%)" for loop in LOOPS),
-        f"{light['peak_mib']:,.0f} / {bare['peak_mib']:,.0f}",
+        f"{light['peak_mib']:,.0f} / {bare['peak_mib']:,.0f}", f"{light['first_step_seconds']:,.1f}",
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
@@ -594,6 +605,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each loop, alternately; the fastest counts")
     parser.add_argument("--batch-size", nargs="*", default=[], metavar="[[STAGE.]SIZE=]N",
                         help="e.g. 8 (all), paper=8, videogan.paper=2")  # fmt: skip
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for both loops, e.g. model.compile=true")  # fmt: skip
     parser.add_argument("--matmul-size", type=int, default=0, help="side of the peak matmul (2048 CPU, 8192 CUDA)")
     parser.add_argument("--generation", action="store_true", help="time text -> clip generation instead")
     parser.add_argument("--artifacts", help="--generation: a trained registry (else random quickstart weights)")

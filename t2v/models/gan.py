@@ -162,10 +162,16 @@ class AdversarialModule(StageModule):
     discriminator: nn.Module
 
     def __init__(
-        self, losses: Losses | None = None, width: float = 1.0, optim: Group = None, ema: Group = None
+        self,
+        losses: Losses | None = None,
+        width: float = 1.0,
+        optim: Group = None,
+        ema: Group = None,
+        compile: bool = False,
     ) -> None:
         """``losses``: the subclass's ``model.losses`` (a :class:`Losses`); ``width``: the channel multiplier of
-        both networks; ``optim``, ``ema``: the shared groups."""
+        both networks; ``optim``, ``ema``: the shared groups; ``compile``: train through ``torch.compile``
+        (:meth:`configure_model`)."""
         super().__init__()
         if width <= 0:
             raise T2VError(f"model.width={width} must be positive; 1.0 is the published network, 0.125 a CPU-sized one")
@@ -176,10 +182,14 @@ class AdversarialModule(StageModule):
         self.gan = GanLoss(self.losses.gan)
         self.register_buffer("gan_step", torch.zeros((), dtype=torch.long))
         self.generator_ema: AveragedModel | None = None
+        self.compiled = compile
+        # What training_step calls for each update's loss terms: the methods themselves, or compiled ones.
+        self.d_terms, self.g_terms = self.discriminator_terms, self.generator_terms
 
     def shared_hparams(self) -> dict[str, Any]:
         """The optimiser and EMA groups as they will be saved: every key, defaults filled in."""
-        return {"optim": {**asdict(self.optim), "betas": list(self.optim.betas)}, "ema": asdict(self.ema)}
+        optim = {**asdict(self.optim), "betas": list(self.optim.betas)}
+        return {"optim": optim, "ema": asdict(self.ema), "compile": self.compiled}
 
     # -- what subclasses provide ------------------------------------------------------------------
     def discriminator_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -216,6 +226,14 @@ class AdversarialModule(StageModule):
     def optimizer_steps_per_batch(self) -> int:
         return self.optim.d_steps + 1
 
+    def configure_model(self) -> None:
+        """With ``compile`` (``model.compile=true``), route each update's loss terms through ``torch.compile``: G's
+        and D's forward passes and the losses as graphs, hence their backward too. Lightning calls this in every
+        process it starts, so the module stays picklable; generation (``generate``) runs eagerly. Off by default:
+        on 2 CPU cores it compiled for over a minute and trained no faster (docs/results.md, Speed)."""
+        if self.compiled and self.d_terms == self.discriminator_terms:
+            self.d_terms, self.g_terms = torch.compile(self.discriminator_terms), torch.compile(self.generator_terms)
+
     def setup_ema(self) -> None:
         """Call at the end of a subclass's __init__, once ``generator`` exists."""
         if self.ema.decay > 0:
@@ -251,7 +269,11 @@ class AdversarialModule(StageModule):
     def _update(self, optimizer: Any, loss: Tensor, measure: bool = False) -> Tensor | None:
         """One optimizer step on ``loss``; with ``measure``, returns the gradient norm before clipping."""
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        # Lightning runs all of training_step under autocast, but a backward under autocast is slow (bf16 stage-I at
+        # the published size: 47% -> 78% of the CPU's bf16 peak without it) and needs none: each op's backward takes
+        # the dtype its forward had.
+        with torch.autocast(self.device.type, enabled=False):
+            self.manual_backward(loss)
         norm = None
         if measure:
             norm = grad_norm([p for group in optimizer.param_groups for p in group["params"]])
@@ -269,7 +291,7 @@ class AdversarialModule(StageModule):
         measure = self.health_step()
         self.toggle_optimizer(opt_d)
         for _ in range(self.optim.d_steps):
-            d_terms = self.discriminator_terms(batch)
+            d_terms = self.d_terms(batch)
             d_norm = self._update(opt_d, d_terms["d_loss"], measure)
         self.untoggle_optimizer(opt_d)
 
@@ -279,7 +301,7 @@ class AdversarialModule(StageModule):
         if measure:  # catch G's output inside generator_terms, whatever the subclass does with it
             hook = self.generator.register_forward_hook(lambda _m, _i, out: samples.append(generated_samples(out)))
         try:
-            g_terms = self.generator_terms(batch)
+            g_terms = self.g_terms(batch)
         finally:
             if hook is not None:
                 hook.remove()

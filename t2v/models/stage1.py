@@ -293,10 +293,11 @@ class Stage1GAN(AdversarialModule):
         losses: Group = None,
         optim: Group = None,
         ema: Group = None,
+        compile: bool = False,
     ) -> None:
         """``text_encoder``: the frozen siamese text encoder's architecture (from the upstream manifest); the
         rest: the image geometry and the option groups of ``conf/model/stage1.yaml``."""
-        super().__init__(settings(Losses, "losses", losses), width, optim, ema)
+        super().__init__(settings(Losses, "losses", losses), width, optim, ema, compile)
         steps = downsampling_levels(size)
         g, d = settings(Generator, "generator", generator), settings(Discriminator, "discriminator", discriminator)
         self.text_input = settings(TextInput, "text", text)

@@ -402,10 +402,11 @@ class VideoGAN(AdversarialModule):
         losses: Group = None,
         optim: Group = None,
         ema: Group = None,
+        compile: bool = False,
     ) -> None:
         """``text_encoder``: the frozen siamese text encoder's architecture (from the upstream manifest, needed only
         with ``text.parts``); the rest: the clip geometry and the option groups of ``conf/model/videogan.yaml``."""
-        super().__init__(settings(Losses, "losses", losses), width, optim, ema)
+        super().__init__(settings(Losses, "losses", losses), width, optim, ema, compile)
         check_geometry(frames, size)
         g, self.text_input = settings(Generator, "generator", generator), settings(VideoText, "text", text)
         parts = self.text_input.parts

@@ -345,6 +345,38 @@ def test_bf16_mixed_step_is_finite() -> None:
     assert int(model.gan_step) == 1
 
 
+def test_bf16_backward_runs_outside_autocast() -> None:
+    """Lightning runs training_step under autocast; the GAN's backward passes leave it (they are much slower
+    under it, and each op's backward takes its forward's dtype anyway)."""
+    model = tiny_model()
+    under_autocast: list[bool] = []
+    for network in (model.generator, model.discriminator):
+        weight = next(network.parameters())
+        weight.register_hook(lambda grad: under_autocast.append(torch.is_autocast_enabled("cpu")))
+    fit(model, 1, precision="bf16-mixed")
+    assert under_autocast == [False, False]  # D's weight in its update, G's in its own
+
+
+def test_compile_trains_each_update_through_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.compile=true: each update's loss terms (and so their backward) go through torch.compile; here with the
+    eager backend, which captures the same graphs without the minute of code generation."""
+    compile_graphs = torch.compile
+    compiled: list[str] = []
+
+    def compile_eagerly(fn: Any, **options: Any) -> Any:
+        compiled.append(fn.__name__)
+        return compile_graphs(fn, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    torch._dynamo.reset()
+    model = tiny_model(compile=True)
+    trainer = fit(model, 2)
+    assert compiled == ["discriminator_terms", "generator_terms"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    assert torch.isfinite(trainer.callback_metrics["train/g_loss"]) and int(model.gan_step) == 2
+    assert model.hparams.compile is True and not tiny_model().compiled
+
+
 def test_upstream_hooks(tmp_path: Path) -> None:
     source = tiny_model()
     for p in source.text_encoder.parameters():

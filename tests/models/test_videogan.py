@@ -241,6 +241,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         "losses": {"gan": "bce", "recon_l1": 10.0, "clip_l1": 0.0, "mask_l1": 0.0},
         "optim": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_steps": 1, "clip_grad_norm": None},
         "ema": {"decay": 0.9, "start": 0},
+        "compile": False,
     }  # fmt: skip
 
     loaded = VideoGAN.load_from_checkpoint(path)
