@@ -270,7 +270,7 @@ class AdversarialModule(StageModule):
         """One optimizer step on ``loss``; with ``measure``, returns the gradient norm before clipping."""
         optimizer.zero_grad(set_to_none=True)
         # Lightning runs all of training_step under autocast, but a backward under autocast is slow (bf16 stage-I at
-        # the published size: 47% -> 78% of the CPU's bf16 peak without it) and needs none: each op's backward takes
+        # the published size: 47% -> 81% of the CPU's bf16 peak without it) and needs none: each op's backward takes
         # the dtype its forward had.
         with torch.autocast(self.device.type, enabled=False):
             self.manual_backward(loss)
