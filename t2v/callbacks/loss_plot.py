@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from t2v.callbacks.equilibrium import GanEquilibriumStopping, read_losses
+from t2v.callbacks.equilibrium import GanEquilibriumStopping, StepLosses, check_keys
 from t2v.callbacks.stopping_rules import Smoother, StopDecision
 from t2v.models.gan import AdversarialModule
 
@@ -78,11 +78,17 @@ class GanLossPlot(pl.Callback):
         self.smoothing = (smoothing, smoothing_steps)
         Smoother(*self.smoothing)  # checks the settings now
         self.history: dict[str, list[float]] = {"step": [], "g": [], "d": []}
+        self.losses: StepLosses | None = None  # read every trainer.log_every_n_steps steps, as the stopping rules do
+        self.trainer: pl.Trainer | None = None
         self.active = False
         self.written: Path | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.active = stage == "fit" and isinstance(pl_module, AdversarialModule) and not trainer.fast_dev_run
+        self.trainer = trainer if self.active else None
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.trainer = None
 
     def stopping(self, trainer: pl.Trainer) -> GanEquilibriumStopping | None:
         return next((c for c in trainer.callbacks if isinstance(c, GanEquilibriumStopping) and c.active), None)
@@ -92,14 +98,31 @@ class GanLossPlot(pl.Callback):
     ) -> None:
         if not self.active or self.stopping(trainer) is not None:  # the stopping callback keeps the history then
             return
-        g, d = read_losses(trainer, self.keys, "callbacks.loss_plot.g_key/d_key")
-        for key, value in (("step", int(pl_module.gan_step)), ("g", g), ("d", d)):
-            self.history[key].append(value)
+        if self.losses is None:
+            check_keys(pl_module, self.keys, "callbacks.loss_plot.g_key/d_key")
+            self.losses = StepLosses(self.keys)
+        self.losses.add(pl_module)
+        if len(self.losses) >= max(trainer.log_every_n_steps, 1):
+            self.read(trainer)
+
+    def read(self, trainer: pl.Trainer) -> None:
+        for step, (g, d) in self.losses.read(trainer) if self.losses is not None else []:
+            for key, value in (("step", step), ("g", g), ("d", d)):
+                self.history[key].append(value)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.active:
+            stopping = self.stopping(trainer)
+            # The last steps' losses, whichever callback ends first (under DDP the read is a collective).
+            if stopping is not None:
+                stopping.read(trainer, pl_module)
+            else:
+                self.read(trainer)
         self.write(trainer, pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.active and trainer.world_size == 1 and self.stopping(trainer) is None:
+            self.read(trainer)  # under DDP a read would wait for processes that may have failed elsewhere
         self.write(trainer, pl_module)
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -124,6 +147,8 @@ class GanLossPlot(pl.Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
+        if self.losses is not None and self.trainer is not None:
+            self.read(self.trainer)
         return {k: list(v) for k, v in self.history.items()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -185,6 +185,8 @@ class AdversarialModule(StageModule):
         self.compiled = compile
         # What training_step calls for each update's loss terms: the methods themselves, or compiled ones.
         self.d_terms, self.g_terms = self.discriminator_terms, self.generator_terms
+        self.step_terms: dict[str, Tensor] = {}
+        self.progress: dict[str, float] = {}
 
     def shared_hparams(self) -> dict[str, Any]:
         """The optimiser and EMA groups as they will be saved: every key, defaults filled in."""
@@ -226,6 +228,13 @@ class AdversarialModule(StageModule):
     def optimizer_steps_per_batch(self) -> int:
         return self.optim.d_steps + 1
 
+    @property
+    def gan_steps_done(self) -> int:
+        """The GAN steps so far, as the ``gan_step`` buffer counts them but read from Lightning's optimizer-step count
+        (a plain int): reading the buffer of a model on a GPU waits for the device, every step."""
+        trainer = self._trainer
+        return int(self.gan_step) if trainer is None else trainer.global_step // self.optimizer_steps_per_batch
+
     def configure_model(self) -> None:
         """With ``compile`` (``model.compile=true``), route each update's loss terms through ``torch.compile``: G's
         and D's forward passes and the losses as graphs, hence their backward too. Lightning calls this in every
@@ -250,7 +259,7 @@ class AdversarialModule(StageModule):
         """Average G's weights into the EMA copy, and copy its buffers: AveragedModel averages
         parameters only, so BatchNorm running statistics would otherwise stay at their initial values
         and eval-mode samples from the EMA generator would be wrong."""
-        if self.generator_ema is None or self.gan_step < self.ema.start:
+        if self.generator_ema is None or self.gan_steps_done < self.ema.start:
             return
         self.generator_ema.update_parameters(self.generator)
         for ema_buffer, buffer in zip(self.generator_ema.module.buffers(), self.generator.buffers(), strict=True):
@@ -263,8 +272,7 @@ class AdversarialModule(StageModule):
         every = trainer.log_every_n_steps if trainer is not None else 0
         if not every:
             return False
-        # global_step is a plain int (no device sync): optimizer steps so far, d_steps + 1 per batch.
-        return (trainer.global_step // self.optimizer_steps_per_batch + 1) % every == 0
+        return (self.gan_steps_done + 1) % every == 0
 
     def _update(self, optimizer: Any, loss: Tensor, measure: bool = False) -> Tensor | None:
         """One optimizer step on ``loss``; with ``measure``, returns the gradient norm before clipping."""
@@ -315,7 +323,7 @@ class AdversarialModule(StageModule):
             terms.update(grad_norm_d=d_norm, grad_norm_g=g_norm)
             if samples and samples[-1] is not None:
                 terms["diversity"] = batch_diversity(samples[-1])
-        self.log_terms(terms, batch_size=self.batch_size_of(batch))
+        self.log_terms(terms, batch_size=self.batch_size_of(batch), show=measure)
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
@@ -326,13 +334,22 @@ class AdversarialModule(StageModule):
         generated = generated_samples(self.sample(inputs))
         return {"generated": generated, "real": self.real_samples(batch).to(generated)}
 
-    def log_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
-        """Everything under ``train/`` with stable names, plus the GAN step as an x-axis."""
-        for name, value in terms.items():
-            if value.numel() == 1:
-                self.log(f"train/{name}", value.detach().float(), prog_bar=name in ("g_loss", "d_loss"),
-                         batch_size=batch_size)  # fmt: skip
+    def log_terms(self, terms: dict[str, Tensor], batch_size: int, show: bool = False) -> None:
+        """Everything under ``train/`` with stable names, plus the GAN step as an x-axis; with ``show``, G's and D's
+        losses also go to :attr:`progress`, the progress bar's numbers (``t2v/callbacks/progress.py``).
+
+        Nothing is logged with Lightning's ``prog_bar``: Lightning copies such a value to the host after every batch
+        (on a GPU, a wait for the step to finish), so the bar's numbers are read here, on the steps the loggers
+        write. For the same reason the step's values stay in :attr:`step_terms`, on the device, for the callbacks
+        that read every step's losses in batches (``t2v/callbacks/equilibrium.py``)."""
+        self.step_terms = {f"train/{n}": v.detach().float() for n, v in terms.items() if v.numel() == 1}
+        for name, value in self.step_terms.items():
+            self.log(name, value, batch_size=batch_size)
         self.log("train/gan_step", self.gan_step.float(), batch_size=batch_size)
+        if show:
+            shown = ("g_loss", "d_loss")
+            values = torch.stack([self.step_terms[f"train/{name}"] for name in shown]).tolist()
+            self.progress = dict(zip(shown, values, strict=True))
 
     @staticmethod
     def batch_size_of(batch: dict[str, Any]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from t2v.callbacks.equilibrium import GanEquilibriumStopping, GanTrainingAborted
 from t2v.callbacks.loss_plot import GanLossPlot
+from t2v.callbacks.progress import ProgressBar
 from t2v.callbacks.samples import PANELS, GanSamples
 from t2v.errors import T2VError
 from t2v.models.gan import AdversarialModule
@@ -176,6 +178,60 @@ def test_nonfinite_loss_aborts_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert (tmp_path / "loss_plot.png").is_file()
     lines = [line for line in capsys.readouterr().out.splitlines() if "GAN stopped" in line]
     assert len(lines) == 1 and "nonfinite" in lines[0] and "last good checkpoint" in lines[0]
+
+
+def test_a_nonfinite_loss_is_caught_before_a_checkpoint_of_it_is_written(tmp_path: Path) -> None:
+    """The losses are read every 50 steps here, but the checkpoint due at step 15 reads them first: it finds the
+    NaN of step 13 and is not written."""
+    stopping = GanEquilibriumStopping(min_steps=1000, verbose=False)
+    with pytest.raises(GanTrainingAborted, match="not finite at step 13"):
+        fit(tmp_path, TinyGAN(nan_at=13), [stopping], every=50)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert int(saved["state_dict"]["gan_step"]) == 10
+
+
+def test_a_stop_is_made_at_the_read_after_the_rule_fires(tmp_path: Path) -> None:
+    """Read every 5 steps, a rule firing at step 12 stops the run at step 15; the summary names step 12, the
+    checkpoint the step it holds."""
+    stopping = loose_stopping()
+    trainer = fit(tmp_path, TinyGAN(), [stopping], every=5)
+    assert trainer.global_step == 2 * 15
+    summary = stopping.summary()
+    assert summary["stop/reason"] == "equilibrium" and summary["stop/step"] == 12
+    assert Path(summary["stop/checkpoint"]).name == "stop-equilibrium-step15.ckpt"
+    assert stopping.monitor.history["step"] == list(range(1, 13))
+
+
+def test_values_leave_the_device_only_on_the_logged_steps(tmp_path: Path, monkeypatch) -> None:
+    """On a GPU every copy of a value to the host waits for the step to finish. The GAN loop, its callbacks, the
+    loggers and the progress bar copy only on the steps the loggers write (every 5th here); the data loading reads
+    only CPU tensors."""
+    step = [0]
+    reads: list[int] = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            if not any("torch/utils/data" in frame.filename for frame in traceback.extract_stack()):
+                reads.append(step[0])
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    class Steps(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+            step[0] = trainer.global_step // 2 + 1
+
+    callbacks = [loose_stopping(min_steps=1000), GanLossPlot(path=str(tmp_path / "plot.png")), ProgressBar(), Steps()]
+    trainer = pl.Trainer(
+        max_steps=2 * 20, max_epochs=-1, accelerator="cpu", logger=CSVLogger(tmp_path, name="csv", version=""),
+        callbacks=callbacks, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=5,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(TinyGAN(), datamodule=Data())
+    during_training = {s for s in reads if 0 < s <= 20}
+    assert during_training and during_training <= {5, 10, 15, 20}
+    assert {"g_loss", "d_loss"} <= set(callbacks[2].get_metrics(trainer, trainer.lightning_module))
 
 
 def test_a_missing_loss_key_is_a_config_error(tmp_path: Path) -> None:
