@@ -136,10 +136,10 @@ class GanSamples(pl.Callback):
         if self.captions:
             featurizer = datamodule.featurizer
             for caption in self.captions:
-                if not caption.strip() or not featurizer.known_words(caption):
+                if not any(map(featurizer.has_vector, featurizer.read_words(caption))):
                     raise T2VError(
-                        f"callbacks.gan_samples.captions: no word of {caption!r} is in the trained vocabulary; "
-                        "use words from the training captions"
+                        f"callbacks.gan_samples.captions: no word of {caption!r} has a word vector; "
+                        "use words like the training captions'"
                     )
             captions, batch["text"] = list(self.captions), torch.from_numpy(featurizer.transform(self.captions)[0])
         k = self.num_per_caption
@@ -152,15 +152,15 @@ class GanSamples(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.active and int(pl_module.gan_step) % self.every_n_steps == 0:
+        if self.active and pl_module.gan_steps_done % self.every_n_steps == 0:
             self.sample(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.active and int(pl_module.gan_step) != self.last_step:
+        if self.active and pl_module.gan_steps_done != self.last_step:
             self.sample(trainer, pl_module)
 
     def sample(self, trainer: pl.Trainer, pl_module: AdversarialModule) -> None:
-        step = int(pl_module.gan_step)
+        step = pl_module.gan_steps_done
         self.last_step = step
         if not trainer.is_global_zero:
             return

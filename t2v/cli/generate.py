@@ -60,6 +60,27 @@ def read_captions(cfg: DictConfig) -> tuple[list[str], list[str] | None]:
     return [caption], None
 
 
+def report_new_words(console: Console, captions: list[str], chain: TextToVideo) -> None:
+    """One line per sentence with words no training caption used, saying how each was read: from the fastText
+    vectors (its subwords, or a pretrained vocabulary) or as zeros (no vector at all)."""
+    shown = 0
+    for caption in captions:
+        new = chain.featurizer.new_words(caption)
+        if not new:
+            continue
+        if shown == LISTED:
+            console.print(f"  ... and more, each sample's in {SAMPLES_INDEX} (new_words)")
+            return
+        how = {"vector": "read from fastText's vectors", "zeros": "no vector, read as zeros"}
+        words = "; ".join(
+            f"{', '.join(escape(w) for w, kind in new.items() if kind == k)} ({how[k]})"
+            for k in how
+            if k in new.values()
+        )
+        console.print(f"[bold]t2v[/] words the training captions never used in {escape(caption)!r}: {words}")
+        shown += 1
+
+
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Generate ``num_samples`` clips per sentence into ``out_dir``, ``batch_size`` clips at a time; returns what
     was written (also in ``out_dir/samples.json``, kept up to date after every batch)."""
@@ -73,6 +94,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     written = generate_to(chain, captions, out_dir, num_samples=num_samples, seed=seed, batch_size=batch_size,
                           fps=fps, progress=bool(cfg.get("progress", True)), names=names)  # fmt: skip
     console = Console(soft_wrap=True)
+    report_new_words(console, captions, chain)
     console.print(f"[bold green]t2v[/] wrote {len(written)} clips to {escape(str(out_dir))}")
     for sample in written[:LISTED]:
         console.print(f"  {escape(sample['gif'])}  [dim]{escape(sample['caption'])}[/]")

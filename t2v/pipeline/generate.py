@@ -111,10 +111,10 @@ class TextToVideo:
             where = f" ({names[n]})" if names is not None else ""
             if not self.featurizer.tokenize(caption):
                 raise T2VError(f"text is empty{where}; pass a sentence, e.g. text='a red circle moves to the left'")
-            if not self.featurizer.known_words(caption):
+            if not any(map(self.featurizer.has_vector, self.featurizer.read_words(caption))):
                 raise T2VError(
-                    f"no word of {printable(caption)!r}{where} is in the trained vocabulary; use words from the "
-                    "training captions"
+                    f"no word of {printable(caption)!r}{where} has a word vector (none is a word of the training "
+                    "captions or the vectors, nor built from subwords they know); use words like the training captions'"
                 )
 
     def features(self, captions: Sequence[str]) -> Tensor:
@@ -339,12 +339,14 @@ def generate_to(
     names: Sequence[str] | None = None,
 ) -> list[dict[str, str]]:
     """Generate ``num_samples`` clips per caption into ``out_dir``, ``batch_size`` clips at a time, each written as
-    soon as it is made; returns ``[{"caption", "gif", "mp4", "png"}, ...]`` in caption order.
+    soon as it is made; returns ``[{"caption", "gif", "mp4", "png", "new_words"}, ...]`` in caption order, where
+    ``new_words`` maps each word no training caption used to how it was read (``vector`` or ``zeros``).
 
     ``out_dir/samples.json`` holds the same list. It is replaced atomically after every batch (and when the run
     fails or is interrupted), so at any moment it lists exactly the samples whose three files are complete.
     Captions the chain cannot read are refused first (``names``: how the messages call them, e.g. file lines)."""
     chain.check(captions, names)
+    new_words = [{"new_words": w} if (w := chain.featurizer.new_words(c)) is not None else {} for c in captions]
     out = output_folder(out_dir)
     index = out / SAMPLES_INDEX
     width = max(3, len(str(len(captions) - 1)))
@@ -357,7 +359,7 @@ def generate_to(
                 images, clips = as_frames(batch["images"], batch["video"])
                 for (i, k), caption, image, frames in zip(batch["rows"], batch["captions"], images, clips, strict=True):
                     paths = write_sample(out, sample_name(i, caption, k, width), image, frames, fps)
-                    written.append({"caption": caption, **paths})
+                    written.append({"caption": caption, **paths, **new_words[i]})
                     bar.advance(task)
                 write_json_atomic(index, written)
     except BaseException:

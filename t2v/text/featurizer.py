@@ -139,6 +139,7 @@ class FastTextFeaturizer:
         self._vec_matrix: np.ndarray | None = None
         self._mean: np.ndarray | None = None  # float64 mean of the fitted vocabulary's raw vectors
         self._vocab_size = 0
+        self._caption_words: frozenset[str] | None = None  # the words of the captions ``fit`` saw
         self._reset_word_cache()
         if self.vectors is not None:
             self._open_vectors(Path(self.vectors))
@@ -154,12 +155,24 @@ class FastTextFeaturizer:
         has_vectors = self._model is not None or self._vec_index is not None
         return has_vectors and (self.postprocess != "center_unit" or self._mean is not None)
 
-    def known_words(self, text: str) -> list[str]:
-        """The caption's words that are in the vectors' vocabulary (not merely built from subwords)."""
+    def read_words(self, text: str) -> list[str]:
+        """The caption's words that are read: its first ``max_words``."""
+        return self.tokenize(text)[: self.max_words]
+
+    def has_vector(self, word: str) -> bool:
+        """Whether ``word`` reads as a vector rather than zeros: a word of the vectors' vocabulary, or, with a
+        fastText model (trained on the captions or a pretrained ``.bin``), one built from character n-grams it knows."""
         self._check_ready()
-        if self._vec_index is not None:
-            return [w for w in self.tokenize(text) if w in self._vec_index]
-        return [w for w in self.tokenize(text) if self._model.get_word_id(w) >= 0]
+        return self._word_row(word) != 0
+
+    def new_words(self, text: str) -> dict[str, str] | None:
+        """The read words of the caption that no training caption used, each with how it is read: ``vector`` (from
+        its subwords, or the pretrained vocabulary) or ``zeros``. None when the training captions' words are not
+        known (a featurizer with pretrained vectors saved before they were recorded)."""
+        if self._caption_words is None:
+            return None
+        unseen = dict.fromkeys(w for w in self.read_words(text) if w not in self._caption_words)
+        return {w: "vector" if self.has_vector(w) else "zeros" for w in unseen}
 
     def tokenize(self, text: str) -> list[str]:
         """Lowercase words: runs of unicode letters, digits and apostrophes. Newlines, tabs and other control
@@ -188,6 +201,7 @@ class FastTextFeaturizer:
             )
         self._mean = np.stack(raw).astype(np.float64).mean(axis=0)
         self._vocab_size = len(words)
+        self._caption_words = frozenset(words)
         return self
 
     def transform(self, captions: Sequence[str], ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -270,6 +284,10 @@ class FastTextFeaturizer:
         if self._mean is not None:
             np.save(directory / "mean.npy", self._mean)
             files["mean"] = "mean.npy"
+        if self._caption_words is not None:
+            words_json = json.dumps(sorted(self._caption_words), ensure_ascii=False)
+            (directory / "caption_words.json").write_text(words_json, encoding="utf-8")
+            files["caption_words"] = "caption_words.json"
         description: dict[str, Any] = {
             "kind": "fasttext",
             "format": _FORMAT,
@@ -334,6 +352,12 @@ class FastTextFeaturizer:
             featurizer._vec_matrix = np.load(directory / files["vectors"], allow_pickle=False)
         if "mean" in files:
             featurizer._mean = np.load(directory / files["mean"], allow_pickle=False)
+        if "caption_words" in files:
+            words = json.loads((directory / files["caption_words"]).read_text(encoding="utf-8"))
+            featurizer._caption_words = frozenset(words)
+        elif featurizer.vectors is None and featurizer._model is not None:
+            # Saved before the caption words were recorded: a model trained on the captions knows their words.
+            featurizer._caption_words = frozenset(featurizer._model.get_words())
         featurizer._vocab_size = state["vocab_size"]
         return featurizer
 

@@ -65,16 +65,20 @@ def one_error_line(result: subprocess.CompletedProcess, status: int = 2) -> str:
 def test_generate_streams_batches_with_a_valid_index_and_safe_text(registry: Path, tmp_path: Path) -> None:
     captions = tmp_path / "captions.txt"
     # An escape sequence that would turn the terminal red, a caption over max_words, a blank line, CRLF endings.
+    # Words no training caption used ("reddish", "circles") are read from their subwords and listed.
     captions.write_bytes(f"a small red \x1b[31mcircle\x1b[0m moves to the left\r\n\r\nthe large blue square slides "
-                         f"up\r\n{LONG}\n".encode())  # fmt: skip
+                         f"up\r\n{LONG}\na small reddish circles moves up\n".encode())  # fmt: skip
     out = tmp_path / "gen"
     result = generate(tmp_path, registry, f"texts_file={captions}", "num_samples=2", "batch_size=4", f"out_dir={out}")
     assert result.returncode == 0, result.stderr[-4000:]
     index = json.loads((out / "samples.json").read_text())
+    new = "a small reddish circles moves up"
     assert [entry["caption"] for entry in index] == [
         "a small red circle moves to the left", "a small red circle moves to the left",
-        "the large blue square slides up", "the large blue square slides up", LONG, LONG]  # fmt: skip
-    assert [Path(entry["gif"]).name[:4] for entry in index] == ["000_", "000_", "001_", "001_", "002_", "002_"]
+        "the large blue square slides up", "the large blue square slides up", LONG, LONG, new, new]  # fmt: skip
+    assert [Path(entry["gif"]).name[:4] for entry in index] == ["000_", "000_", "001_", "001_", "002_", "002_",
+                                                                "003_", "003_"]  # fmt: skip
+    assert [entry["new_words"] for entry in index[::2]] == [{}, {}, {}, {"reddish": "vector", "circles": "vector"}]
     for entry in index:
         for kind in ("gif", "mp4", "png"):
             assert Path(entry[kind]).is_file() and Path(entry[kind]).suffix == f".{kind}"
@@ -83,7 +87,10 @@ def test_generate_streams_batches_with_a_valid_index_and_safe_text(registry: Pat
     output = result.stdout + result.stderr
     assert "\x1b[31m" not in output and "\x1b[0m" not in output  # the caption's escape codes never reach the terminal
     cut = [line for line in output.splitlines() if "featurizer.max_words=25" in line]
-    assert len(cut) == 1 and "1 of 3 captions" in cut[0] and "first 25 words" in cut[0]
+    assert len(cut) == 1 and "1 of 4 captions" in cut[0] and "first 25 words" in cut[0]
+    listed = [line for line in output.splitlines() if "never used" in line]
+    assert listed == [f"t2v words the training captions never used in '{new}': reddish, circles (read from "
+                      "fastText's vectors)"]  # fmt: skip
 
 
 def test_the_clips_do_not_depend_on_the_batch_size(chain: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
@@ -156,6 +157,31 @@ def test_bin_gives_subword_vectors_to_unseen_words(trained_bin: Path) -> None:
     np.testing.assert_array_equal(known[0, :16], f._model.get_word_vector("circle"))
 
 
+def test_new_words_are_named_with_how_they_are_read(tmp_path: Path, vec_file: Path) -> None:
+    """Words no training caption used: a fastText model reads them from their subwords, a .vec file as zeros; both
+    survive save and load, and only the words read (the first max_words) count."""
+    trained = FastTextFeaturizer(cache_dir=str(tmp_path / "cache"), max_words=3, **SMALL).fit(CORPUS)
+    assert trained.new_words("a small red circle") == {}
+    assert trained.new_words("a reddish circles zzz") == {"reddish": "vector", "circles": "vector"}
+    trained.save(tmp_path / "saved")
+    restored = FastTextFeaturizer.load(tmp_path / "saved")
+    assert restored.new_words("a reddish circles zzz") == {"reddish": "vector", "circles": "vector"}
+
+    from_vec = FastTextFeaturizer(vectors=str(vec_file), dim=3, max_words=3).fit(["red circle"])
+    assert from_vec.new_words("a red zebra") == {"a": "vector", "zebra": "zeros"}  # "a" is in the .vec only
+    from_vec.save(tmp_path / "vec")
+    assert FastTextFeaturizer.load(tmp_path / "vec").new_words("red zebra") == {"zebra": "zeros"}
+
+
+def test_a_model_saved_before_caption_words_were_kept_knows_them_from_its_vocabulary(tmp_path: Path) -> None:
+    trained = FastTextFeaturizer(cache_dir=str(tmp_path / "cache"), max_words=4, **SMALL).fit(CORPUS)
+    description = trained.save(tmp_path / "saved")
+    (tmp_path / "saved" / "caption_words.json").unlink()
+    del description["files"]["caption_words"]
+    (tmp_path / "saved" / "featurizer.json").write_text(json.dumps(description), encoding="utf-8")
+    assert FastTextFeaturizer.load(tmp_path / "saved").new_words("a reddish circle") == {"reddish": "vector"}
+
+
 def test_wrong_dimension_names_path_and_dims(vec_file: Path, trained_bin: Path) -> None:
     with pytest.raises(T2VError) as vec_error:
         FastTextFeaturizer(vectors=str(vec_file), dim=300)
@@ -243,6 +269,7 @@ def test_save_load_round_trip(tmp_path: Path, vec_file: Path) -> None:
     assert description["postprocess"] == "center_unit" and set(description["files"]) == {
         "model",
         "mean",
+        "caption_words",
     }
     restored = FastTextFeaturizer.load(tmp_path / "saved")
     assert restored.out_dim == 96
