@@ -35,14 +35,12 @@ from t2v.text.featurizer import FastTextFeaturizer
 
 
 def check_data(data: Mapping[str, Any]) -> None:
-    """A held-out split (``held_out=``, ``val_held_out=``) only means something for the shapes, whose clips have
-    attribute labels."""
-    for key in ("held_out", "val_held_out"):
-        if key in data and not str(data.get("_target_", "")).endswith("ShapesDataModule"):
-            raise T2VError(
-                f"{key} splits the shapes dataset by attribute combinations, which movie clips do not have; "
-                f"drop the {key} override or use data=shapes"
-            )
+    """A held-out split (``held_out=``) only means something for the shapes, whose clips have attribute labels."""
+    if "held_out" in data and not str(data.get("_target_", "")).endswith("ShapesDataModule"):
+        raise T2VError(
+            "held_out splits the shapes dataset by attribute combinations, which movie clips do not have; "
+            "drop the held_out override or use data=shapes"
+        )
 
 
 class WithText(Dataset):
@@ -246,7 +244,6 @@ class ShapesDataModule(TextClipsDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         held_out: Sequence[Mapping[str, str]] = (),
-        val_held_out: Sequence[Mapping[str, str]] = (),
         vocabulary: Mapping[str, Any] | None = None,
         seed: int = 0,
         batch_size: int = 64,
@@ -263,7 +260,6 @@ class ShapesDataModule(TextClipsDataModule):
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             held_out=[dict(h) for h in held_out],
-            val_held_out=[dict(h) for h in val_held_out],
             seed=seed,
             **{k: (dict(v) if isinstance(v, Mapping) else list(v)) for k, v in (vocabulary or {}).items()},
         )

@@ -289,9 +289,7 @@ class CaptionedShapes:
 
     Label ``labels[attr][i] == k`` means clip ``i`` has value ``vocab[attr][k]``. Clips that
     match any ``held_out`` combination (every key of one mapping matches) are always in the
-    test split, those that match a ``val_held_out`` one always in the validation split (so that
-    picking the best checkpoint rewards generalising to unseen combinations, without looking at the
-    test ones); the other clips are split train/val/test by the fractions.
+    test split; the other clips are split train/val/test by the fractions.
     """
 
     def __init__(
@@ -308,7 +306,6 @@ class CaptionedShapes:
         test_fraction: float = 0.1,
         held_out: Sequence[Mapping[str, str]] = (),
         seed: int = 0,
-        val_held_out: Sequence[Mapping[str, str]] = (),
     ) -> None:
         if int(num_clips) < 1:
             raise T2VError(f"shapes dataset: num_clips must be at least 1, got {num_clips}")
@@ -340,23 +337,20 @@ class CaptionedShapes:
             "speed": list(self.speeds),
         }
         self._build_phrases()
-        self.held_out = self._validate_held_out(held_out, "held_out")
-        self.val_held_out = self._validate_held_out(val_held_out, "val_held_out")
+        self.held_out = self._validate_held_out(held_out)
 
         everything = np.arange(self.num_clips, dtype=np.int64)
         self.labels: dict[str, np.ndarray] = {attr: self._draw_labels(attr, everything) for attr in ATTRIBUTES}
         variants = _random_bits(self.seed, _STREAM_CAPTION, everything) >> _U64(11)
         self.captions: list[str] = [self.caption_for(self.attributes_of(i), int(v)) for i, v in enumerate(variants)]
         self.clip_ids: list[str] = [f"shapes-{i:06d}" for i in range(self.num_clips)]
-        self._combination = self._match(self.held_out)
+        self._combination = self._match_held_out()
         self._held = self._combination >= 0
-        self._val_held = (self._match(self.val_held_out) >= 0) & ~self._held
-        self._unseen = self._held | self._val_held
         self._splits = self._assign_splits()
         if len(self._splits["train"]) == 0:
             raise T2VError(
                 f"shapes dataset: no clip is left for training ({self.num_clips} clips, "
-                f"held_out={self.held_out}, val_held_out={self.val_held_out}); add clips or hold out fewer combinations"
+                f"held_out={self.held_out}); add clips or hold out fewer combinations"
             )
 
     # ---------------------------------------------------------------- construction helpers
@@ -378,26 +372,28 @@ class CaptionedShapes:
         alternatives = sorted(self._phrases, key=len, reverse=True)
         self._parser = re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in alternatives) + r")(?![\w-])")
 
-    def _validate_held_out(self, held_out: Sequence[Mapping[str, str]], name: str) -> list[dict[str, str]]:
+    def _validate_held_out(self, held_out: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
         if isinstance(held_out, (str, Mapping)) or not isinstance(held_out, Sequence):
-            raise T2VError(f"shapes dataset: {name} must be a list of {{attribute: value}} mappings, got {held_out!r}")
+            raise T2VError(
+                f"shapes dataset: held_out must be a list of {{attribute: value}} mappings, got {held_out!r}"
+            )
         checked: list[dict[str, str]] = []
         for n, combo in enumerate(held_out):
             if not isinstance(combo, Mapping) or not combo:
                 raise T2VError(
-                    f"shapes dataset: {name}[{n}] = {combo!r} must be a non-empty mapping "
+                    f"shapes dataset: held_out[{n}] = {combo!r} must be a non-empty mapping "
                     f"attribute -> value, e.g. {{shape: circle, colour: red}}"
                 )
             entry: dict[str, str] = {}
             for attr, value in combo.items():
                 if attr not in ATTRIBUTES:
                     raise T2VError(
-                        f"shapes dataset: {name}[{n}] has unknown attribute {attr!r}; "
+                        f"shapes dataset: held_out[{n}] has unknown attribute {attr!r}; "
                         f"valid attributes: {', '.join(ATTRIBUTES)}"
                     )
                 if str(value) not in self.vocab[attr]:
                     raise T2VError(
-                        f"shapes dataset: {name}[{n}] has unknown {attr} {value!r}; "
+                        f"shapes dataset: held_out[{n}] has unknown {attr} {value!r}; "
                         f"valid {attr} values: {', '.join(self.vocab[attr])}"
                     )
                 entry[str(attr)] = str(value)
@@ -409,10 +405,10 @@ class CaptionedShapes:
         u = _uniform(self.seed, _STREAM_ATTRIBUTE + ATTRIBUTES.index(attr), indices)
         return np.minimum((u * count).astype(np.int64), count - 1)
 
-    def _match(self, combinations: Sequence[Mapping[str, str]]) -> np.ndarray:
-        """int64 (num_clips,): the index in ``combinations`` of the first one each clip matches, or -1."""
+    def _match_held_out(self) -> np.ndarray:
+        """int64 (num_clips,): the index in ``held_out`` of the first combination each clip matches, or -1."""
         combination = np.full(self.num_clips, -1, dtype=np.int64)
-        for k, combo in reversed(list(enumerate(combinations))):
+        for k, combo in reversed(list(enumerate(self.held_out))):
             match = np.ones(self.num_clips, dtype=bool)
             for attr, value in combo.items():
                 match &= self.labels[attr] == self.vocab[attr].index(value)
@@ -422,13 +418,13 @@ class CaptionedShapes:
     def _assign_splits(self) -> dict[str, np.ndarray]:
         # Ranking the free clips by a per-clip random key gives exact split sizes while a
         # clip's rank, and hence its split, barely moves when num_clips changes.
-        free = np.flatnonzero(~self._held & ~self._val_held)
+        free = np.flatnonzero(~self._held)
         order = free[np.argsort(_uniform(self.seed, _STREAM_SPLIT, free), kind="stable")]
         n_test = round(self.test_fraction * len(free))
         n_val = round(self.val_fraction * len(free))
         return {
             "test": np.sort(np.concatenate([order[:n_test], np.flatnonzero(self._held)])),
-            "val": np.sort(np.concatenate([order[n_test : n_test + n_val], np.flatnonzero(self._val_held)])),
+            "val": np.sort(order[n_test : n_test + n_val]),
             "train": np.sort(order[n_test + n_val :]),
         }
 
@@ -446,11 +442,6 @@ class CaptionedShapes:
     def is_held_out(self) -> np.ndarray:
         """Boolean (num_clips,): whether each clip matches a held-out combination."""
         return self._held.copy()
-
-    def is_unseen(self) -> np.ndarray:
-        """Boolean (num_clips,): whether each clip's combination is kept out of training (``held_out`` or
-        ``val_held_out``)."""
-        return self._unseen.copy()
 
     def held_out_combination(self) -> np.ndarray:
         """int64 (num_clips,): which ``held_out`` combination each clip matches (the first one), -1 for none."""
@@ -598,8 +589,6 @@ class CaptionedShapes:
             "test_fraction": self.test_fraction,
             "held_out": self.held_out,
             "seed": self.seed,
-            # Only when set, so the fingerprints (and cached probes) of earlier data stay valid.
-            **({"val_held_out": self.val_held_out} if self.val_held_out else {}),
         }
 
     def fingerprint(self) -> str:
@@ -631,7 +620,6 @@ class ShapesClips(Dataset):
         clips = None
         if self.with_video:  # (n, T, H, W, C) uint8 -> (n, C, T, H, W) in [-1, 1]
             clips = torch.from_numpy(self.shapes.render(indices)).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
-        unseen = self.shapes._unseen[indices]
         items = []
         for k, index in enumerate(indices.tolist()):
             item: dict = {
@@ -641,7 +629,6 @@ class ShapesClips(Dataset):
                 },
                 "clip_id": self.shapes.clip_ids[index],
                 "index": torch.tensor(index, dtype=torch.int64),
-                "unseen": torch.tensor(bool(unseen[k])),
             }
             if clips is not None:
                 item["video"] = clips[k]

@@ -5,9 +5,7 @@ comes from here (``t2v/callbacks/validation.py`` feeds the batches).
 - :class:`ProbeJudge`, on labelled data (the shapes): the attribute probe (``t2v/eval/probe.py``, the evaluation's
   own judge) reads every sample; ``fidelity`` is the accuracy balanced over the values each attribute takes in the
   batch captions, averaged over the attributes a sample shows (shape, colour, size for an image; also direction and
-  speed for a clip). When the validation split holds combinations training never saw (``data.val_held_out``),
-  ``fidelity`` is read on those captions alone, so the best checkpoint is the one that generalises best, and
-  ``fidelity_all`` on every caption. ``fd`` is the Fréchet distance in the probe's feature space.
+  speed for a clip). ``fd`` is the Fréchet distance in the probe's feature space.
 - :class:`SiameseJudge`, on movie data (no labels): the siamese stage's encoders. ``fidelity`` is the agreement of
   a sample with its caption, the cosine of their embeddings mapped to [0, 1] (0.5: unrelated); ``fd`` the Fréchet
   distance in its image CNN's feature space (a clip: its frames' mean).
@@ -73,13 +71,10 @@ class ProbeJudge(Judge):
         self.probe = probe.eval()
         self.features = {kind: ProbeFeatures(probe, kind) for kind in ("image", "video")}
         self.fd = {kind: frechet(features) for kind, features in self.features.items()}
-        self.confusion, self.unseen_confusion = (
-            {
-                kind: {a: MulticlassConfusionMatrix(len(probe.vocab[a])) for a in probe.attributes(kind)}
-                for kind in ("image", "video")
-            }
-            for _ in range(2)
-        )
+        self.confusion = {
+            kind: {a: MulticlassConfusionMatrix(len(probe.vocab[a])) for a in probe.attributes(kind)}
+            for kind in ("image", "video")
+        }
         self.kind: str | None = None
 
     def update(self, generated: Tensor, real: Tensor, batch: dict) -> None:
@@ -87,50 +82,32 @@ class ProbeJudge(Judge):
         self.fd[kind].update(real, real=True)
         self.fd[kind].update(generated, real=False)  # read last, so last_logits are the generated samples'
         predicted = self.features[kind].last_logits
-        unseen = batch["unseen"].to(generated.device) if "unseen" in batch else None
         for a, confusion in self.confusion[kind].items():
-            read, truth = predicted[a].argmax(-1), batch["labels"][a].to(generated.device)
-            confusion.update(read, truth)
-            if unseen is not None:
-                self.unseen_confusion[kind][a].update(read[unseen], truth[unseen])
+            confusion.update(predicted[a].argmax(-1), batch["labels"][a].to(generated.device))
 
     def compute(self) -> dict[str, Tensor]:
         kind = self.kind
         if kind is None:
             return {}
-        every = {a: c.compute() for a, c in self.confusion[kind].items()}
-        unseen = {a: c.compute() for a, c in self.unseen_confusion[kind].items()}
-        # The summed states are the same on every rank, so every rank takes the same branch.
-        selected = unseen if int(next(iter(unseen.values())).sum()) > 0 else every
-        per_attribute = {a: balanced_accuracy(c) for a, c in selected.items()}
+        per_attribute = {a: balanced_accuracy(c.compute()) for a, c in self.confusion[kind].items()}
         scores = {f"fidelity/{a}": value for a, value in per_attribute.items()}
         scores["fidelity"] = torch.stack(list(per_attribute.values())).mean()
-        if selected is unseen:
-            scores["fidelity_all"] = torch.stack([balanced_accuracy(c) for c in every.values()]).mean()
         scores["fd"] = self.fd[kind].compute().clamp_min(0)
         return scores
-
-    def confusions(self) -> list[MulticlassConfusionMatrix]:
-        return [
-            c
-            for kind in ("image", "video")
-            for cs in (self.confusion, self.unseen_confusion)
-            for c in cs[kind].values()
-        ]
 
     def reset(self) -> None:
         for kind in ("image", "video"):
             self.fd[kind].reset()
-        for confusion in self.confusions():
-            confusion.reset()
+            for confusion in self.confusion[kind].values():
+                confusion.reset()
         self.kind = None
 
     def to(self, device: torch.device) -> ProbeJudge:
         self.probe.to(device)
         for kind in ("image", "video"):
             self.fd[kind].to(device)
-        for confusion in self.confusions():
-            confusion.to(device)
+            for confusion in self.confusion[kind].values():
+                confusion.to(device)
         return self
 
 

@@ -220,31 +220,6 @@ def test_held_out_combinations_only_in_test() -> None:
     assert len(test) == round(0.1 * free) + int(matches.sum())
 
 
-def test_val_held_out_combinations_only_in_val_and_flagged_unseen() -> None:
-    held, val_held = [{"shape": "circle", "colour": "red"}], [{"shape": "square", "direction": "up"}]
-    plain = CaptionedShapes(num_clips=2000, held_out=held, seed=5)
-    shapes = CaptionedShapes(num_clips=2000, held_out=held, val_held_out=val_held, seed=5)
-    in_val = np.ones(2000, dtype=bool)
-    for attr, value in val_held[0].items():
-        in_val &= shapes.labels[attr] == shapes.vocab[attr].index(value)
-    in_val &= ~shapes.is_held_out()
-    assert in_val.sum() > 10
-    val, train = shapes.split_indices("val"), shapes.split_indices("train")
-    assert np.isin(np.flatnonzero(in_val), val).all() and not np.isin(np.flatnonzero(in_val), train).any()
-    np.testing.assert_array_equal(shapes.is_unseen(), shapes.is_held_out() | in_val)
-    # The test split keeps every held-out clip; the fingerprint tells the two datasets apart.
-    assert np.isin(np.flatnonzero(plain.is_held_out()), shapes.split_indices("test")).all()
-    assert shapes.fingerprint() != plain.fingerprint()
-    assert "val_held_out" not in plain.settings()  # earlier data keeps its fingerprint
-    items = ShapesClips(shapes, val[:64], with_video=False).__getitems__(range(64))
-    assert [bool(item["unseen"]) for item in items] == in_val[val[:64]].tolist()
-
-
-def test_unknown_val_held_out_value_is_a_clear_error() -> None:
-    with pytest.raises(T2VError, match=r"val_held_out\[0\].*'pink'.*red, green, blue"):
-        CaptionedShapes(num_clips=10, val_held_out=[{"colour": "pink"}])
-
-
 def test_unknown_held_out_attribute_is_a_clear_error() -> None:
     with pytest.raises(T2VError, match=r"held_out\[1\].*'color'.*shape, colour, size, direction, speed"):
         CaptionedShapes(num_clips=10, held_out=[{"shape": "star"}, {"color": "red"}])
@@ -398,7 +373,7 @@ def test_shapes_clips_items_and_batches(frames: int, size: int) -> None:
 def test_shapes_clips_without_video() -> None:
     shapes = CaptionedShapes(num_clips=30)
     item = ShapesClips(shapes, shapes.split_indices("val"), with_video=False)[0]
-    assert "video" not in item and set(item) == {"caption", "labels", "clip_id", "index", "unseen"}
+    assert "video" not in item and set(item) == {"caption", "labels", "clip_id", "index"}
     with pytest.raises(IndexError):
         ShapesClips(shapes, np.array([30]))
 
