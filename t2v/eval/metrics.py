@@ -49,18 +49,19 @@ class ProbeFeatures(nn.Module):
 
 
 class FeatureDistances:
-    """FD and KID between a real and a generated set, fed batch by batch, in one probe's feature space."""
+    """FD and KID between a real and a generated set, fed batch by batch, in one feature space (the probe's)."""
 
     def __init__(
         self,
-        probe: AttributeProbe,
+        probe: AttributeProbe | None,
         kind: str,
         n_real: int,
         n_fake: int,
         kid_subsets: int = 50,
-        features: ProbeFeatures | None = None,
+        features: nn.Module | None = None,
     ) -> None:
-        # Sharing ``features`` between several of these reads each batch through the probe once.
+        # Sharing ``features`` between several of these reads each batch through the probe once; another feature
+        # module (``num_features`` set, e.g. the text-video judge's) measures in its own space.
         self.features = features if features is not None else ProbeFeatures(probe, kind)
         self.fd = FrechetInceptionDistance(feature=self.features, reset_real_features=True)
         # KID's subsets are drawn without replacement, so a subset cannot be larger than either set.
@@ -70,10 +71,10 @@ class FeatureDistances:
             self.kid = KernelInceptionDistance(feature=self.features, subsets=kid_subsets, subset_size=self.kid_subset)
 
     def update(self, x: Tensor, real: bool) -> dict[str, Tensor]:
-        """Add a batch; returns the probe's attribute logits for it."""
+        """Add a batch; returns the probe's attribute logits for it (none from a feature space without them)."""
         self.fd.update(x, real=real)
         self.kid.update(x, real=real)
-        return self.features.last_logits
+        return getattr(self.features, "last_logits", {})
 
     def compute(self) -> dict[str, float]:
         fd = float(self.fd.compute())

@@ -304,9 +304,10 @@ def settings_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def find_cached(artifacts_dir: str | Path, fingerprint: str, key: str) -> Path | None:
-    """The newest probe artifact trained on data ``fingerprint`` with settings ``key``, or None."""
-    stage_dir = Path(artifacts_dir) / PROBE_STAGE
+def find_cached(artifacts_dir: str | Path, fingerprint: str, key: str, stage: str = PROBE_STAGE) -> Path | None:
+    """The newest artifact of ``stage`` (the probe's, or the judge's) trained on data ``fingerprint`` with settings
+    ``key``, or None."""
+    stage_dir = Path(artifacts_dir) / stage
     found = []
     for manifest_path in stage_dir.glob(f"*/{artifacts.MANIFEST}"):
         if manifest_path.parent.name.startswith("."):
