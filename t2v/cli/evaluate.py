@@ -1,8 +1,8 @@
 """What `python evaluate.py` does: does the clip mean the sentence?
 
-Loads the trained generators (the code path of generate.py), finds or trains the attribute probe for
-their data, generates ``num_samples`` clips for every test caption, and writes ``metrics.json``,
-``metrics.md`` and the logger's copy of the same values.
+Loads the trained generators (the code path of generate.py), finds or trains the judge of their data (the
+attribute probe on the shapes, the text-video judge on movie clips), generates ``num_samples`` clips for every
+test caption, and writes ``metrics.json``, ``metrics.md`` and the logger's copy of the same values.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from rich.console import Console
 from t2v.config import instantiate_group
 from t2v.data.shapes import CaptionedShapes
 from t2v.errors import T2VError
-from t2v.eval import report
+from t2v.eval import report, unlabelled
 from t2v.eval.fidelity import Retrieval, score
+from t2v.eval.judge import obtain_judge
 from t2v.eval.probe import obtain_probe
 from t2v.eval.sheet import write_sheet
 from t2v.pipeline import artifacts
@@ -70,42 +71,46 @@ def describe(data: dict[str, Any]) -> str:
     return f"frames={data.get('frames')} size={data.get('size')} num_clips={data.get('num_clips')}"
 
 
-def evaluation_data(cfg: DictConfig, videogan: dict[str, Any], console: Console) -> CaptionedShapes:
-    """The shapes dataset of the evaluation, which must be the one the generators were trained on."""
+def data_config(cfg: DictConfig, videogan: dict[str, Any], console: Console) -> dict[str, Any]:
+    """The data config of the evaluation: the videogan manifest's, or the one composed here (``data_from``)."""
     source = cfg.data_from
     if source not in ("auto", "artifacts", "config"):
         raise T2VError(f"data_from={source} is unknown; use auto, artifacts or config")
     if source == "auto":
         source = "config" if shared_overrides(DATA_OVERRIDES) else "artifacts"
-    trained = trained_data(videogan)
-    data = OmegaConf.to_container(cfg.data, resolve=True) if source == "config" else trained
+    data = OmegaConf.to_container(cfg.data, resolve=True) if source == "config" else trained_data(videogan)
     if not data:
         raise T2VError(
             f"the videogan artifact {videogan['folder']} records no data config; pass the data settings it was "
             "trained with (e.g. experiment=quickstart) and data_from=config"
         )
-    if data.get("_target_") != SHAPES_TARGET:
+    if source == "artifacts":
+        console.print(f"  data         from the videogan artifact: {describe(data)}")
+    return data
+
+
+def check_trained_on(fingerprint: str, frames: int, size: int, data: dict[str, Any], videogan: dict[str, Any]) -> None:
+    """The data here must be the data the video GAN was trained on, at its clip size."""
+    if fingerprint != videogan.get("data_fingerprint"):
         raise T2VError(
-            f"evaluate.py scores captions by their attributes and needs data=shapes, but the data is "
-            f"{data.get('_target_')} (real movie clips have no attribute labels)"
-        )
-    datamodule = instantiate({**data, "featurizer": None, "with_video": True}, _convert_="all")
-    shapes = CaptionedShapes(**datamodule.shapes_kwargs)
-    if shapes.fingerprint() != videogan.get("data_fingerprint"):
-        raise T2VError(
-            f"the data here ({describe(data)}, fingerprint {shapes.fingerprint()}) is not the data the videogan "
-            f"artifact {videogan['folder']} was trained on ({describe(trained)}, fingerprint "
+            f"the data here ({describe(data)}, fingerprint {fingerprint}) is not the data the videogan "
+            f"artifact {videogan['folder']} was trained on ({describe(trained_data(videogan))}, fingerprint "
             f"{videogan.get('data_fingerprint')}); pass the data/experiment overrides it was trained with, "
             "or data_from=artifacts"
         )
     dims = videogan.get("dims") or {}
-    if (dims.get("frames"), dims.get("size")) != (shapes.frames, shapes.size):
+    if (dims.get("frames"), dims.get("size")) != (frames, size):
         raise T2VError(
             f"videogan ({videogan['folder']}) makes {dims.get('frames')} frames of {dims.get('size')}px but the data "
-            f"has {shapes.frames} frames of {shapes.size}px; evaluate with the data it was trained on"
+            f"has {frames} frames of {size}px; evaluate with the data it was trained on"
         )
-    if source == "artifacts":
-        console.print(f"  data         from the videogan artifact: {describe(data)}")
+
+
+def evaluation_data(data: dict[str, Any], videogan: dict[str, Any]) -> CaptionedShapes:
+    """The shapes dataset of the evaluation, which must be the one the generators were trained on."""
+    datamodule = instantiate({**data, "featurizer": None, "with_video": True}, _convert_="all")
+    shapes = CaptionedShapes(**datamodule.shapes_kwargs)
+    check_trained_on(shapes.fingerprint(), shapes.frames, shapes.size, data, videogan)
     return shapes
 
 
@@ -160,8 +165,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     console.print(f"[bold green]t2v[/] evaluate: {cfg.paths.artifacts_dir}")
 
     manifests = generator_manifests(cfg)
-    shapes = evaluation_data(cfg, manifests["videogan"], console)
+    data = data_config(cfg, manifests["videogan"], console)
     chain = TextToVideo.from_artifacts(cfg.paths.artifacts_dir, {n: manifests[n]["folder"] for n in GENERATOR_STAGES})
+    if data.get("_target_") != SHAPES_TARGET:  # no attribute labels: the text-video judge scores the chain
+        return evaluate_unlabelled(cfg, data, manifests, chain, output_dir, console, started)
+    shapes = evaluation_data(data, manifests["videogan"])
     retrieval, siamese = build_retrieval(cfg, chain, manifests["stage1"])
     settings = OmegaConf.to_container(cfg.probe, resolve=True)
     probe, probe_info = obtain_probe(settings, shapes, output_dir, console.print, progress=bool(cfg.progress))
@@ -233,6 +241,75 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     console.print(f"  table        {paths['table']}")
     if sheet:
         console.print(f"  sheet        {sheet['sheet_gif']}, {sheet['sheet_png']}  (real, then generated)")
+    return summary
+
+
+def evaluate_unlabelled(
+    cfg: DictConfig,
+    data: dict[str, Any],
+    manifests: dict[str, dict[str, Any]],
+    chain: TextToVideo,
+    output_dir: Path,
+    console: Console,
+    started: float,
+) -> dict[str, Any]:
+    """Score a chain trained on movie clips (no attribute labels) with the text-video judge, trained on the real
+    training clips with the chain's own caption features."""
+    import pytorch_lightning as pl
+
+    datamodule = instantiate({**data, "with_video": True}, featurizer=chain.featurizer, _convert_="all")
+    datamodule.setup("fit")
+    check_trained_on(datamodule.fingerprint(), int(data["frames"]), int(data["size"]), data, manifests["videogan"])
+    sets = datamodule.datasets
+    if len(sets["test"]) < 2:
+        raise T2VError(
+            f"the test split has {len(sets['test'])} clip(s) with a caption; R-precision needs at least 2 (check "
+            "data.root and the splits of its clips)"
+        )
+    settings = OmegaConf.to_container(cfg.judge, resolve=True)
+    dims = {"word_dim": chain.featurizer.dim, "max_words": chain.featurizer.max_words,
+            "frames": int(data["frames"]), "size": int(data["size"])}  # fmt: skip
+    featurizer_dir = str(manifests["stage1"]["featurizer_dir"])
+    judge, judge_info = obtain_judge(settings, sets["train"], dims, datamodule.fingerprint(), featurizer_dir,
+                                     output_dir, console.print, progress=bool(cfg.progress))  # fmt: skip
+
+    pl.seed_everything(cfg.seed, verbose=False)
+    reference = sets["val"] if len(sets["val"]) >= 2 else sets["train"]
+
+    def generate(captions: list[str], n: int, seed: int) -> dict[str, Any]:
+        return chain(captions, num_samples=n, seed=seed)
+
+    metrics = unlabelled.score_unlabelled(generate, judge, sets["test"], reference, int(cfg.num_samples), int(cfg.seed),
+                               int(cfg.batch_size), int(settings["candidates"]), bool(cfg.progress))  # fmt: skip
+    notes = [
+        f"{len(sets['test'])} test captions, {cfg.num_samples} samples each; data {data['_target_'].rsplit('.', 1)[-1]}"
+        f" {data['frames']} frames of {data['size']}px, fingerprint {datamodule.fingerprint()}; the real-vs-real "
+        f"reference compares the test clips with the {'validation' if reference is sets['val'] else 'training'} "
+        "clips.",
+        f"Generators: stage1 {manifests['stage1']['folder']}, videogan {manifests['videogan']['folder']}; judge "
+        f"{judge_info['artifact']}.",
+    ]
+    table = unlabelled.markdown(metrics, f"t2v evaluation: experiment={experiment_name()}", notes)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    summary = {
+        "stage": "evaluate",
+        "experiment": experiment_name(),
+        "seed": cfg.seed,
+        "run_time_s": round(time.time() - started, 2),
+        "num_samples": cfg.num_samples,
+        "test_captions": len(sets["test"]),
+        "data_fingerprint": datamodule.fingerprint(),
+        "artifacts": {n: manifests[n]["folder"] for n in GENERATOR_STAGES},
+        "judge": judge_info,
+        "metrics": metrics,
+        "config": resolved,
+    }
+    paths = report.write(output_dir, summary, table)
+    report.log(instantiate_group(cfg.logger), metrics, resolved, table)
+    console.print(table, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"[bold green]t2v[/] evaluation finished in {summary['run_time_s']:.0f}s")
+    console.print(f"  metrics      {paths['metrics']}")
+    console.print(f"  table        {paths['table']}")
     return summary
 
 

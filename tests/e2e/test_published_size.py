@@ -1,7 +1,7 @@
 """The published size end to end on real footage: ``experiment=paper`` (32 frames of 64 x 64, the published network
-widths) through all four stages on a folder of real video files written here, then generate.py on a sentence with
-words the captions never used. A handful of batches of two clips (debug=limit): the path a user takes, not a
-trained model."""
+widths) through all four stages on a folder of real video files written here, generate.py on a sentence with words
+the captions never used, and evaluate.py's text-video judge. A handful of batches of two clips (debug=limit): the
+path a user takes, not a trained model."""
 
 from __future__ import annotations
 
@@ -54,3 +54,17 @@ def test_the_published_size_trains_end_to_end_on_real_footage(tmp_path: Path) ->
     assert iio.imread(written["gif"]).shape == PAPER
     assert {"crimson", "drifts", "slowly"} <= set(written["new_words"])
     assert "never used" in result.stdout and "crimson" in result.stdout
+
+    result = run_entry("evaluate.py", f"paths.artifacts_dir={tmp_path / 'artifacts'}", "debug=limit",
+                       "data_from=artifacts", "num_samples=2", "logger=csv", f"hydra.run.dir={tmp_path / 'e'}",
+                       cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    evaluation = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    metrics = evaluation["metrics"]
+    assert evaluation["test_captions"] == 2 and not evaluation["judge"]["cached"]
+    assert metrics["judge/r_precision/chance"] == 0.5  # each test clip against the 2 test captions
+    for key in ("judge/r_precision/generated", "judge/r_precision/real"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["judge/fd"] >= 0 and metrics["judge/fd_real"] >= 0
+    assert metrics["temporal_change/real"] > 0 and metrics["diversity/pixel/generated"] >= 0
+    assert "R-precision" in (tmp_path / "e" / "metrics.md").read_text()
