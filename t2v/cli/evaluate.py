@@ -196,6 +196,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         progress=bool(cfg.progress),
         animate=chain.animate if cfg.animate_real_frames else None,
     )
+    judge_info = None
+    if cfg.judge.on_shapes:  # the judge beside the probe, to see how far the two agree
+        judged, judge_info, judge_notes = judge_metrics(cfg, data, manifests, chain, output_dir, console)
+        metrics.update({k: v for k, v in judged.items() if k.startswith("judge/")})
     trusted, short = report.probe_verdict(metrics, float(cfg.probe.threshold))
     metrics["probe/trusted"] = float(trusted)
     held = int(shapes.is_held_out()[test].sum())
@@ -210,6 +214,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             + ", ".join(short)
             + "; train a better one (e.g. more probe.max_steps) before reading the fidelity figures."
         )
+    if judge_info is not None:
+        notes += judge_notes
     sheet = write_sheet(output_dir, generate, shapes, test, int(cfg.num_samples), int(cfg.seed), int(cfg.sheet),
                         batch_size=int(cfg.batch_size))  # fmt: skip
     title = f"t2v evaluation: experiment={experiment_name()}"
@@ -226,6 +232,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data_fingerprint": shapes.fingerprint(),
         "artifacts": {**{n: manifests[n]["folder"] for n in GENERATOR_STAGES}, "siamese": siamese},
         "probe": {**probe_info, "threshold": cfg.probe.threshold, "trusted": trusted, "short": short},
+        **({"judge": judge_info} if judge_info is not None else {}),
         "metrics": metrics,
         "sheet": sheet,
         "config": resolved,
@@ -244,17 +251,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def evaluate_unlabelled(
+def judge_metrics(
     cfg: DictConfig,
     data: dict[str, Any],
     manifests: dict[str, dict[str, Any]],
     chain: TextToVideo,
     output_dir: Path,
     console: Console,
-    started: float,
-) -> dict[str, Any]:
-    """Score a chain trained on movie clips (no attribute labels) with the text-video judge, trained on the real
-    training clips with the chain's own caption features."""
+) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+    """The text-video judge's figures for the chain (trained, or found cached, on the real training clips with the
+    chain's own caption features), its record, and the notes that say what was compared."""
     import pytorch_lightning as pl
 
     datamodule = instantiate({**data, "with_video": True}, featurizer=chain.featurizer, _convert_="all")
@@ -272,22 +278,41 @@ def evaluate_unlabelled(
     featurizer_dir = str(manifests["stage1"]["featurizer_dir"])
     judge, judge_info = obtain_judge(settings, sets["train"], dims, datamodule.fingerprint(), featurizer_dir,
                                      output_dir, console.print, progress=bool(cfg.progress))  # fmt: skip
-
     pl.seed_everything(cfg.seed, verbose=False)
-    reference = sets["val"] if len(sets["val"]) >= 2 else sets["train"]
+    reference = "val" if len(sets["val"]) >= 2 else "train"
 
     def generate(captions: list[str], n: int, seed: int) -> dict[str, Any]:
         return chain(captions, num_samples=n, seed=seed)
 
-    metrics = unlabelled.score_unlabelled(generate, judge, sets["test"], reference, int(cfg.num_samples), int(cfg.seed),
-                               int(cfg.batch_size), int(settings["candidates"]), bool(cfg.progress))  # fmt: skip
+    judge_info["test_captions"] = len(sets["test"])
+    metrics = unlabelled.score_unlabelled(generate, judge, sets["test"], sets[reference], int(cfg.num_samples),
+                                          int(cfg.seed), int(cfg.batch_size), int(settings["candidates"]),
+                                          bool(cfg.progress))  # fmt: skip
     notes = [
-        f"{len(sets['test'])} test captions, {cfg.num_samples} samples each; data {data['_target_'].rsplit('.', 1)[-1]}"
-        f" {data['frames']} frames of {data['size']}px, fingerprint {datamodule.fingerprint()}; the real-vs-real "
-        f"reference compares the test clips with the {'validation' if reference is sets['val'] else 'training'} "
-        "clips.",
-        f"Generators: stage1 {manifests['stage1']['folder']}, videogan {manifests['videogan']['folder']}; judge "
-        f"{judge_info['artifact']}.",
+        f"Judge {judge_info['artifact']}: {len(sets['test'])} test captions against "
+        f"{min(int(settings['candidates']), len(sets['test']))} candidates each; the real-vs-real reference compares "
+        f"the test clips with the {'validation' if reference == 'val' else 'training'} clips."
+    ]
+    return metrics, judge_info, notes
+
+
+def evaluate_unlabelled(
+    cfg: DictConfig,
+    data: dict[str, Any],
+    manifests: dict[str, dict[str, Any]],
+    chain: TextToVideo,
+    output_dir: Path,
+    console: Console,
+    started: float,
+) -> dict[str, Any]:
+    """Score a chain trained on movie clips (no attribute labels) with the text-video judge."""
+    metrics, judge_info, judge_notes = judge_metrics(cfg, data, manifests, chain, output_dir, console)
+    fingerprint = manifests["videogan"]["data_fingerprint"]
+    notes = [
+        f"{cfg.num_samples} samples per test caption; data {data['_target_'].rsplit('.', 1)[-1]}, {data['frames']} "
+        f"frames of {data['size']}px, fingerprint {fingerprint}.",
+        f"Generators: stage1 {manifests['stage1']['folder']}, videogan {manifests['videogan']['folder']}.",
+        *judge_notes,
     ]
     table = unlabelled.markdown(metrics, f"t2v evaluation: experiment={experiment_name()}", notes)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -297,8 +322,8 @@ def evaluate_unlabelled(
         "seed": cfg.seed,
         "run_time_s": round(time.time() - started, 2),
         "num_samples": cfg.num_samples,
-        "test_captions": len(sets["test"]),
-        "data_fingerprint": datamodule.fingerprint(),
+        "test_captions": judge_info["test_captions"],
+        "data_fingerprint": fingerprint,
         "artifacts": {n: manifests[n]["folder"] for n in GENERATOR_STAGES},
         "judge": judge_info,
         "metrics": metrics,

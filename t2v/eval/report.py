@@ -35,6 +35,7 @@ from typing import Any
 
 from t2v.data.shapes import ATTRIBUTES
 from t2v.eval.fidelity import ALL_KINDS, ANIMATED, SUBSETS, attributes_of
+from t2v.eval.unlabelled import judge_rows
 
 # Shown beside the held-out combinations' balanced figures: what experiment=t2v is to reach on any held-out split
 # (the clips on every one; the stage-I images on shape and colour).
@@ -149,6 +150,8 @@ def markdown(metrics: dict[str, float], title: str, notes: Sequence[str] = ()) -
               "|---|---|---|"]  # fmt: skip
     for name, generated, real in other_rows(metrics):
         lines.append(f"| {name} | {fmt(generated, False)} | {fmt(real, False)} |")
+    if "judge/fd" in metrics:
+        lines += ["", "## The text-video judge (what scores movie clips), beside the probe", "", *judge_rows(metrics)]
     recalls = sorted((k for k in metrics if k.startswith("retrieval/real/")), key=lambda k: int(k.rsplit("@", 1)[1]))
     if recalls:
         lines += ["", "## Retrieval: siamese text → image on the test split", "",

@@ -70,44 +70,47 @@ def score_unlabelled(
     # Sample k of every caption, one R-precision per k: each draw ranks distinct captions.
     fake_emb = torch.cat(fake).reshape(n_test, num_samples, -1)
     per_sample = [r_precision(text_emb, fake_emb[:, k], candidates, seed) for k in range(num_samples)]
+    # The control: the same clips against a derangement of their captions, which a judge must rank at chance.
+    shift = torch.randperm(n_test - 1, generator=torch.Generator().manual_seed(seed))[0].item() + 1
+    shuffled = r_precision(text_emb.roll(shift, dims=0), fake_emb[:, 0], candidates, seed)
     ours, reference_distances = generated.compute(), real_vs_real.compute()
     metrics = {
         "judge/r_precision/generated": sum(per_sample) / num_samples,
         "judge/r_precision/real": r_precision(text_emb, real_emb, candidates, seed),
         "judge/r_precision/chance": 1 / min(candidates, n_test),
+        "judge/r_precision/shuffled": shuffled,
         "judge/fd": ours["fd"],
         "judge/kid": ours["kid"],
         "judge/fd_real": reference_distances["fd"],
         "judge/kid_real": reference_distances["kid"],
-        "temporal_change/generated": float(torch.cat(change["generated"]).mean()),
-        "temporal_change/real": float(torch.cat(change["real"]).mean()),
+        "quality/temporal_change/generated": float(torch.cat(change["generated"]).mean()),
+        "quality/temporal_change/real": float(torch.cat(change["real"]).mean()),
     }
     for space, values in diversity.items():
         mean = torch.cat(values).nanmean()
-        metrics[f"diversity/{space}/generated"] = float(mean) if not torch.isnan(mean) else math.nan
+        metrics[f"diversity/video/{space}/generated"] = float(mean) if not torch.isnan(mean) else math.nan
     return metrics
 
 
-def markdown(metrics: dict[str, float], title: str, notes: list[str]) -> str:
-    """The judge's figures as a markdown table, each beside its reference."""
+def judge_rows(metrics: dict[str, float]) -> list[str]:
+    """The judge's figures as markdown table rows (header included), each beside its reference."""
     m = metrics
-
-    def row(name: str, ours: str, reference: str) -> str:
-        return f"| {name} | {ours} | {reference} |"
-
-    lines = [
-        f"# {title}",
-        "",
-        *notes,
-        "",
+    return [
         "| figure | generated | reference |",
         "|---|---|---|",
-        row("R-precision (own caption ranked first)", f"{m['judge/r_precision/generated']:.1%}",
-            f"real clips {m['judge/r_precision/real']:.1%}, chance {m['judge/r_precision/chance']:.1%}"),
-        row("FD, judge features", f"{m['judge/fd']:.2f}", f"real vs real {m['judge/fd_real']:.2f}"),
-        row("KID, judge features", f"{m['judge/kid']:.4f}", f"real vs real {m['judge/kid_real']:.4f}"),
-        row("frame-to-frame change", f"{m['temporal_change/generated']:.4f}", f"real {m['temporal_change/real']:.4f}"),
-        row("same-caption diversity, pixel / judge features",
-            f"{m['diversity/pixel/generated']:.4f} / {m['diversity/feature/generated']:.3f}", "–"),
-    ]  # fmt: skip
+        f"| R-precision (own caption ranked first) | {m['judge/r_precision/generated']:.1%} | real clips "
+        f"{m['judge/r_precision/real']:.1%}; chance {m['judge/r_precision/chance']:.1%}, captions shuffled "
+        f"{m['judge/r_precision/shuffled']:.1%} |",
+        f"| FD, judge features | {m['judge/fd']:.2f} | real vs real {m['judge/fd_real']:.2f} |",
+        f"| KID, judge features | {m['judge/kid']:.4f} | real vs real {m['judge/kid_real']:.4f} |",
+    ]
+
+
+def markdown(metrics: dict[str, float], title: str, notes: list[str]) -> str:
+    """The evaluation of a chain on data without labels, as markdown."""
+    m = metrics
+    change = f"{m['quality/temporal_change/generated']:.4f} | real {m['quality/temporal_change/real']:.4f}"
+    spread = f"{m['diversity/video/pixel/generated']:.4f} / {m['diversity/video/feature/generated']:.3f}"
+    lines = [f"# {title}", "", *notes, "", *judge_rows(metrics), f"| frame-to-frame change | {change} |",
+             f"| same-caption diversity, pixel / judge features | {spread} | – |"]  # fmt: skip
     return "\n".join(lines) + "\n"

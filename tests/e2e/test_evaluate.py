@@ -40,7 +40,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def evaluation(chain: Path) -> tuple[Path, str]:
     run_dir = chain / "eval"
     result = run_entry("evaluate.py", *TINY, *TINY_PROBE, "num_samples=2", f"paths.artifacts_dir={chain / 'artifacts'}",
-                       f"hydra.run.dir={run_dir}", cwd=chain)  # fmt: skip
+                       "judge.on_shapes=true", f"hydra.run.dir={run_dir}", cwd=chain)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir, result.stdout
 
@@ -74,6 +74,13 @@ def test_evaluate_writes_metrics_table_and_logs(evaluation: tuple[Path, str], ch
         assert per_value and all(0.0 <= v <= 1.0 for v in per_value), attribute
         assert 0.0 <= metrics[f"generated/video/held_out_balanced/{attribute}"] <= 1.0
     assert 0.0 <= metrics["generated/video/held_out_balanced/all"] <= 1.0
+    # The text-video judge beside the probe (judge.on_shapes=true), its section in the table.
+    for key in ("judge/r_precision/generated", "judge/r_precision/real", "judge/r_precision/shuffled"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["judge/r_precision/chance"] == pytest.approx(1 / min(100, summary["test_captions"]))
+    assert metrics["judge/fd"] >= 0
+    assert summary["judge"]["test_captions"] == summary["test_captions"]
+    assert "## The text-video judge" in (run_dir / "metrics.md").read_text()
     # The video GAN alone, from the real first frames (animate_real_frames, on by default).
     for key in ("generated/animated/held_out_balanced/shape", "generated/animated/test/direction",
                 "quality/animated/fd", "quality/temporal_change/animated"):  # fmt: skip

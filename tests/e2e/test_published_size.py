@@ -66,5 +66,5 @@ def test_the_published_size_trains_end_to_end_on_real_footage(tmp_path: Path) ->
     for key in ("judge/r_precision/generated", "judge/r_precision/real"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["judge/fd"] >= 0 and metrics["judge/fd_real"] >= 0
-    assert metrics["temporal_change/real"] > 0 and metrics["diversity/pixel/generated"] >= 0
+    assert metrics["quality/temporal_change/real"] > 0 and metrics["diversity/video/pixel/generated"] >= 0
     assert "R-precision" in (tmp_path / "e" / "metrics.md").read_text()
