@@ -405,6 +405,22 @@ def test_prepare_command(mpii: MovieTree, tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()  # no run folder for a preparation
 
 
+def test_the_mpii_2017_preset_names_missing_movies_and_prepares_the_published_size(
+    compose_train, mpii: MovieTree, tmp_path: Path, capsys
+) -> None:
+    """experiment=mpii_2017 on a copy of MPII-MD without its movies says which are missing and which there are; with
+    data.movies=null it prepares every clip at the published 32 x 64 x 64."""
+    paths = [f"data.root={mpii.root}", f"paths.cache_dir={tmp_path / 'cache'}", "data.prepare_workers=0"]
+    with pytest.raises(SystemExit) as exited:
+        run_reporting_errors(prepare_run, compose_train("experiment=mpii_2017", *paths))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t2v: error:")]
+    assert exited.value.code == 2 and len(errors) == 1
+    assert "no clips of 0002_as_good_as_it_gets" in errors[0] and "0001_Alpha_Movie" in errors[0]
+    run_reporting_errors(prepare_run, compose_train("experiment=mpii_2017", "data.movies=null", *paths))
+    shard = next((tmp_path / "cache").rglob("*.npy"))
+    assert np.load(shard, mmap_mode="r").shape[1:] == (32, 64, 64, 3)
+
+
 @pytest.mark.slow
 def test_train_on_mpii(mpii: MovieTree, tmp_path: Path) -> None:
     """The VAE, the siamese embedding and the video GAN, chained on movie clips; with no labels, the video GAN's

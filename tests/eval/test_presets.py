@@ -34,6 +34,26 @@ def test_seed_2017_is_the_published_design_at_the_quickstart_size(compose_train)
     assert m.width == quickstart.model.width  # the same networks' size as experiment=t2v
 
 
+def test_mpii_2017_is_the_published_design_at_the_published_size_on_mpii(compose_train) -> None:
+    published = {stage: compose_train("experiment=mpii_2017", f"stage={stage}") for stage in STAGES}
+    seed = {stage: compose_train("experiment=seed_2017", f"stage={stage}") for stage in STAGES}
+    for cfg in published.values():
+        assert cfg.data._target_.endswith("MPIIDataModule") and (cfg.data.frames, cfg.data.size) == (32, 64)
+        assert len(cfg.data.movies) == 8 and "1015_27_Dresses" in cfg.data.movies  # the checked romantic comedies
+    assert list(published["vae"].model.hidden_dims) == [1200] and published["vae"].model.latent_dim == 500
+    assert published["siamese"].model.embed_dim == 512 and list(published["siamese"].model.image_widths) == [
+        32,
+        64,
+        128,
+        256,
+    ]
+    for stage in ("siamese", "stage1", "videogan"):  # the published losses and designs, seed_2017's, at full width
+        ours, theirs = OmegaConf.to_container(published[stage].model), OmegaConf.to_container(seed[stage].model)
+        for key in ("losses", "loss", "final_relu", "margin", "text", "discriminator", "generator"):
+            assert ours.get(key) == theirs.get(key), (stage, key)
+    assert published["stage1"].model.width == 1.0 and published["videogan"].model.width == 1.0
+
+
 def test_the_quickstart_stage1_reads_the_word_mean_its_siamese_stage_gives(compose_train) -> None:
     stage1 = compose_train("experiment=quickstart", "stage=stage1")
     siamese = compose_train("experiment=quickstart", "stage=siamese")
