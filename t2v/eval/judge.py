@@ -224,8 +224,9 @@ def obtain_judge(
     log: Any = print,
     progress: bool = True,
 ) -> tuple[TextVideoJudge, dict[str, Any]]:
-    """The cached judge for this data (``fingerprint``), featurizer (its saved folder) and settings, or one trained
-    now on ``train_set`` and published as ``<settings.artifacts_dir>/judge/<id>/``."""
+    """The cached judge for this data (``fingerprint``), featurizer (its identity, e.g.
+    ``FastTextFeaturizer.saved_identity``) and settings, or one trained now on ``train_set`` and published as
+    ``<settings.artifacts_dir>/judge/<id>/``."""
     key = settings_key(settings, featurizer)
     folder = find_cached(settings["artifacts_dir"], fingerprint, key, stage=JUDGE_STAGE)
     if folder is not None:

@@ -308,6 +308,17 @@ class FastTextFeaturizer:
         (directory / STATE_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         return description
 
+    @staticmethod
+    def saved_identity(directory: str | Path) -> str:
+        """A short hash of what a saved featurizer reads captions with (its settings, vocabulary mean and caption
+        words), the same for two saves of the same vectors wherever they lie: a cache key for what depends on it."""
+        digest = hashlib.sha256()
+        for name in (STATE_FILE, "mean.npy", "caption_words.json"):
+            path = Path(directory) / name
+            if path.is_file():
+                digest.update(name.encode() + path.read_bytes())
+        return digest.hexdigest()[:16]
+
     @classmethod
     def load(cls, directory: str | Path) -> FastTextFeaturizer:
         """Restores a featurizer written by ``save``; it transforms exactly as the saved one did."""
