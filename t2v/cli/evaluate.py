@@ -27,7 +27,6 @@ from t2v.eval.sheet import write_sheet
 from t2v.pipeline import artifacts
 from t2v.pipeline.generate import GENERATOR_STAGES, TextToVideo
 from t2v.pipeline.stage import command_to_make, shared_overrides
-from t2v.text import FastTextFeaturizer
 
 # Command-line groups that decide the data (evaluate.py takes no featurizer and no paths of the data).
 DATA_OVERRIDES = ("data", "held_out", "experiment", "debug")
@@ -276,9 +275,9 @@ def judge_metrics(
     settings = OmegaConf.to_container(cfg.judge, resolve=True)
     dims = {"word_dim": chain.featurizer.dim, "max_words": chain.featurizer.max_words,
             "frames": int(data["frames"]), "size": int(data["size"])}  # fmt: skip
-    featurizer = FastTextFeaturizer.saved_identity(manifests["stage1"]["featurizer_dir"])
-    judge, judge_info = obtain_judge(settings, sets["train"], dims, datamodule.fingerprint(), featurizer,
-                                     output_dir, console.print, progress=bool(cfg.progress))  # fmt: skip
+    judge, judge_info = obtain_judge(settings, sets["train"], dims, datamodule.fingerprint(),
+                                     chain.featurizer.identity(), output_dir, console.print,
+                                     progress=bool(cfg.progress))  # fmt: skip
     pl.seed_everything(cfg.seed, verbose=False)
     reference = "val" if len(sets["val"]) >= 2 else "train"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from t2v.data.annotations import (
     select_movies,
 )
 from t2v.data.cache import SUMMARY, ClipCache
-from t2v.data.datamodule import TextClipsDataModule
+from t2v.data.datamodule import TextClipsDataModule, WithText
 from t2v.data.prepare import prepare_clips, print_summary
 from t2v.data.video import ClipSpec, QualityFilters, settings
 from t2v.errors import T2VError
@@ -85,8 +86,12 @@ class MovieDataModule(TextClipsDataModule):
         frames, size, stride, window: T frames ``stride`` apart from a ``window`` (start, center or
             random) of each clip, scaled and centre-cropped to size x size.
         movies: only these movies (folder names, with or without their number); None: all.
-        filter: ``keywords`` (keep captions with any of these words) and the quality filters of
-            :class:`t2v.data.video.QualityFilters` (min_side, cut_threshold, min_motion, min_frames).
+        filter: ``keywords`` (keep captions with any of these words), the quality filters of
+            :class:`t2v.data.video.QualityFilters` (min_side, cut_threshold, min_motion, min_frames), and
+            ``min_agreement``: drop this share (in [0, 1)) of the training pairs whose caption the text-video
+            judge (``t2v/eval/judge.py``, trained on these pairs with ``judge``'s settings and cached) finds
+            least like its clip; null keeps them all.
+        judge: the judge's settings (``conf/judge/``), for ``filter.min_agreement``.
         num_clips: at most this many clips (a seeded pick spread over movies and splits); None: all.
         val_fraction: when the selected clips include no validation clips, this share of the training
             clips is used for validation instead (see ``ensure_val_split``).
@@ -120,6 +125,7 @@ class MovieDataModule(TextClipsDataModule):
         num_workers: int = 0,
         with_video: bool = True,
         contrast: Sequence[str] = (),
+        judge: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(featurizer, batch_size, num_workers, with_video)
         if contrast:
@@ -129,6 +135,16 @@ class MovieDataModule(TextClipsDataModule):
         self.root = Path(root).expanduser()
         filters = dict(filter or {})
         self.keywords = list(filters.pop("keywords", None) or [])
+        self.min_agreement = float(filters.pop("min_agreement", None) or 0.0)
+        if not 0.0 <= self.min_agreement < 1.0:
+            raise T2VError(
+                f"data.filter.min_agreement={self.min_agreement} is the share of training pairs to drop; use a "
+                "number in [0, 1), e.g. 0.1, or null"
+            )
+        if self.min_agreement and not judge:
+            raise T2VError("data.filter.min_agreement needs the judge's settings (data.judge); set data.judge=${judge}")
+        self.judge_settings = dict(judge or {})
+        self.agreement_dropped: dict[str, Any] | None = None
         try:
             self.filters = QualityFilters(**filters)
         except TypeError:
@@ -194,6 +210,8 @@ class MovieDataModule(TextClipsDataModule):
         summary = self.prepare_cache(progress=True)
         if summary["tried_this_run"]:  # only when there was work: say what came of it
             print_summary(summary, Console(stderr=True))
+        if self.min_agreement:  # once per machine: the judge is trained here, and every process's setup loads it
+            self.setup()
 
     # -- serving -------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -223,15 +241,50 @@ class MovieDataModule(TextClipsDataModule):
             )
         caption_array, id_array = np.asarray(captions), np.asarray(ids)
         location_array = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
-        datasets = {}
-        for split in SPLITS:
-            rows = np.flatnonzero(split_of == split)
-            datasets[split] = CachedClips(cache, rows, location_array[rows], caption_array[rows], id_array[rows],
-                                          self.with_video)  # fmt: skip
+
+        def split_clips(rows: np.ndarray, with_video: bool) -> CachedClips:
+            return CachedClips(cache, rows, location_array[rows], caption_array[rows], id_array[rows], with_video)
+
+        datasets = {split: split_clips(np.flatnonzero(split_of == split), self.with_video) for split in SPLITS}
         self.attach_text(captions, ids, train_rows, datasets)
+        self._fingerprint = self.items_fingerprint(cache, ids, splits, captions)
+        if self.min_agreement:
+            # The judge trains on every training pair (its cache key is the data before this filter).
+            judged = WithText(split_clips(train_rows, True), *self.featurizer.word_slots(captions, ids),
+                              self.featurizer.word_table())  # fmt: skip
+            kept = train_rows[self.agreeing(judged)]
+            datasets["train"] = split_clips(kept, self.with_video)
+            self.attach_text(captions, ids, kept, datasets)
+            dropped = set(train_rows.tolist()) - set(kept.tolist())
+            splits = ["dropped" if row in dropped else split for row, split in enumerate(splits)]
+            self._fingerprint = self.items_fingerprint(cache, ids, splits, captions)
+
+    @staticmethod
+    def items_fingerprint(cache: ClipCache, ids: Sequence[str], splits: Sequence[str], captions: Sequence[str]) -> str:
         used = sorted(zip(ids, splits, captions, strict=True))
         blob = json.dumps({"cache": cache.directory.name, "items": used}, ensure_ascii=False, separators=(",", ":"))
-        self._fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def agreeing(self, pairs: Dataset) -> np.ndarray:
+        """Positions in ``pairs`` (the training pairs) of all but the ``min_agreement`` share the judge finds least
+        like their clips, in order; the judge is trained on ``pairs`` once and cached."""
+        from t2v.eval.judge import agreement, obtain_judge
+
+        dims = {"word_dim": self.featurizer.dim, "max_words": self.featurizer.max_words, "frames": self.spec.frames,
+                "size": self.spec.size}  # fmt: skip
+        quiet = self.trainer is not None and not self.trainer.is_global_zero
+        log = (lambda _: None) if quiet else Console(stderr=True, soft_wrap=True).print
+        with tempfile.TemporaryDirectory() as work:
+            judge, record = obtain_judge(self.judge_settings, pairs, dims, self._fingerprint,
+                                         self.featurizer.identity(), Path(work), log, progress=False)  # fmt: skip
+        scores = agreement(judge, pairs).numpy()
+        dropped = round(self.min_agreement * len(scores))
+        self.agreement_dropped = {"dropped": dropped, "of": len(scores), "judge": record["artifact"]}
+        log(
+            f"data: the agreement filter drops {dropped} of {len(scores)} training pairs (data.filter.min_agreement="
+            f"{self.min_agreement:g}; judge {record['artifact']})"
+        )
+        return np.sort(np.argsort(scores, kind="stable")[dropped:])
 
     def fingerprint(self) -> str:
         """Identifies the data a model was trained on: the cache settings and the clips and captions used."""

@@ -169,6 +169,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         Console().print(f"data={HydraConfig.get().runtime.choices.get('data')} needs no preparation")
         return None
     summary = datamodule.prepare_cache(progress=True, retry_failed=True)
+    if getattr(datamodule, "min_agreement", 0):  # the judge needs the caption features, as the first stage makes them
+        datamodule.featurizer = instantiate(cfg.featurizer)
+        datamodule.setup()
+        summary["dropped"]["caption unlike its clip (judge)"] = datamodule.agreement_dropped["dropped"]
     print_summary(summary)
     return summary
 

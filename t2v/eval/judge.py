@@ -155,6 +155,18 @@ class JudgeFeatures(nn.Module):
             self.judge.train(was_training)
 
 
+@torch.no_grad()
+def agreement(judge: TextVideoJudge, pairs: Dataset, batch_size: int = 64) -> Tensor:
+    """The judge's agreement of every clip-caption pair of ``pairs`` (items with ``text`` and ``video``): the cosine
+    of their embeddings, (N,), in the dataset's order."""
+    judge.eval()
+    scores = [
+        (judge.embed_text(batch["text"]) * judge.embed_video(batch["video"])).sum(-1)
+        for batch in DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=0)
+    ]
+    return torch.cat(scores)
+
+
 def r_precision(text: Tensor, video: Tensor, candidates: int = 100, seed: int = 0) -> float:
     """The share of clips whose own caption ranks first among itself and ``candidates - 1`` others.
 
@@ -195,11 +207,11 @@ def train_judge(
     started = time.time()
     pl.seed_everything(int(settings["seed"]), workers=True, verbose=False)
     steps = int(settings["max_steps"])
-    judge = TextVideoJudge(
-        **dims,
-        **{k: settings[k] for k in JUDGE_KEYS if k not in ("max_steps", "batch_size", "seed")},
-        max_steps=steps,
-    )
+    # Plain lists, not a config's: the checkpoint's hyper-parameters must load with torch's safe loader.
+    architecture = {k: settings[k] for k in JUDGE_KEYS if k not in ("max_steps", "batch_size", "seed")}
+    architecture = {k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+                    for k, v in architecture.items()}  # fmt: skip
+    judge = TextVideoJudge(**{k: int(v) for k, v in dims.items()}, **architecture, max_steps=steps)
     batch_size = min(int(settings["batch_size"]), len(train_set))
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=0,
                         generator=torch.Generator().manual_seed(int(settings["seed"])))  # fmt: skip
@@ -224,9 +236,8 @@ def obtain_judge(
     log: Any = print,
     progress: bool = True,
 ) -> tuple[TextVideoJudge, dict[str, Any]]:
-    """The cached judge for this data (``fingerprint``), featurizer (its identity, e.g.
-    ``FastTextFeaturizer.saved_identity``) and settings, or one trained now on ``train_set`` and published as
-    ``<settings.artifacts_dir>/judge/<id>/``."""
+    """The cached judge for this data (``fingerprint``), featurizer (``FastTextFeaturizer.identity``) and
+    settings, or one trained now on ``train_set`` and published as ``<settings.artifacts_dir>/judge/<id>/``."""
     key = settings_key(settings, featurizer)
     folder = find_cached(settings["artifacts_dir"], fingerprint, key, stage=JUDGE_STAGE)
     if folder is not None:

@@ -308,15 +308,16 @@ class FastTextFeaturizer:
         (directory / STATE_FILE).write_text(json.dumps(description, indent=2), encoding="utf-8")
         return description
 
-    @staticmethod
-    def saved_identity(directory: str | Path) -> str:
-        """A short hash of what a saved featurizer reads captions with (its settings, vocabulary mean and caption
-        words), the same for two saves of the same vectors wherever they lie: a cache key for what depends on it."""
+    def identity(self) -> str:
+        """A short hash of what this featurizer reads captions with (its settings, vectors' source, vocabulary mean
+        and caption words), the same for two copies wherever they were saved: a cache key for what depends on it."""
+        self._check_ready()
         digest = hashlib.sha256()
-        for name in (STATE_FILE, "mean.npy", "caption_words.json"):
-            path = Path(directory) / name
-            if path.is_file():
-                digest.update(name.encode() + path.read_bytes())
+        settings = [self.dim, self.max_words, self.postprocess, self.vectors, self.bucket, self.epochs, self.min_count,
+                    self.lr, sorted(self._caption_words or [])]  # fmt: skip
+        digest.update(json.dumps(settings).encode())
+        if self._mean is not None:
+            digest.update(self._mean.tobytes())
         return digest.hexdigest()[:16]
 
     @classmethod

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra.utils
 import numpy as np
 import pytest
 import torch
@@ -29,6 +30,8 @@ from movie_fixtures import (
     make_guarded_folder,
     make_lsmdc,
     make_mpii,
+    moving_square,
+    write_avi,
 )
 
 import t2v.data.prepare as prepare_module
@@ -168,6 +171,38 @@ def test_folder_datamodule_refuses_outside_paths_before_decoding_anything(compos
         run_reporting_errors(prepare_run, cfg)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("t2v: error:")]
     assert exited.value.code == 2 and len(errors) == 1 and f"line 3 of {root / 'captions.csv'}" in errors[0]
+
+
+def test_the_agreement_filter_drops_its_share_of_training_pairs_and_says_so(compose_train, tmp_path: Path) -> None:
+    """data.filter.min_agreement: a judge trained on the training pairs (once, then cached) drops the given share;
+    the data's fingerprint tells it from the unfiltered data, and the prepare command counts the drops."""
+    colours = ["red", "green", "blue", "white"]
+    rows = ["path,caption,split"]
+    for i in range(16):
+        write_avi(tmp_path / "clips" / f"c{i}.avi", moving_square(12, 24, 32, seed=40 + i), fps=25)
+        rows.append(f"c{i}.avi,a {colours[i % 4]} square slides right,{'train' if i < 12 else 'val'}")
+    (tmp_path / "clips" / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    common = ["data=folder", f"data.root={tmp_path / 'clips'}", "data.frames=8", "data.size=16", "debug=limit",
+              "data.prepare_workers=0", *TINY_VAE, f"paths.cache_dir={tmp_path / 'cache'}",
+              f"paths.artifacts_dir={tmp_path / 'artifacts'}"]  # fmt: skip
+
+    def datamodule(*overrides: str):
+        cfg = compose_train(*common, *overrides)
+        dm = hydra.utils.instantiate(cfg.data, featurizer=hydra.utils.instantiate(cfg.featurizer))
+        dm.setup()
+        return dm
+
+    plain, filtered = datamodule(), datamodule("data.filter.min_agreement=0.25")
+    assert len(plain.datasets["train"]) == 12 and len(filtered.datasets["train"]) == 9
+    assert filtered.agreement_dropped["dropped"] == 3 and filtered.agreement_dropped["of"] == 12
+    assert filtered.fingerprint() != plain.fingerprint() and len(filtered.datasets["val"]) == 4
+    again = datamodule("data.filter.min_agreement=0.25")  # the judge is cached: the same pairs go
+    assert again.agreement_dropped["judge"] == filtered.agreement_dropped["judge"]
+    assert again.fingerprint() == filtered.fingerprint()
+    summary = prepare_run(compose_train(*common, "data.filter.min_agreement=0.25"))
+    assert summary["dropped"]["caption unlike its clip (judge)"] == 3
+    with pytest.raises(Exception, match=r"data.filter.min_agreement=1.5 is the share of training pairs to drop"):
+        datamodule("data.filter.min_agreement=1.5")
 
 
 def test_captions_csv_must_be_utf8(tmp_path: Path) -> None:
