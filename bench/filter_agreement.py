@@ -57,7 +57,15 @@ def corrupted_captions(captions: list[str], share: float, seed: int) -> tuple[li
     return out, wrong
 
 
-def run(seed: int, corrupt: float, drops: list[float], settings: dict, data: dict, cache: str) -> list[dict]:
+@torch.no_grad()
+def agreement_of(judge: torch.nn.Module, text: torch.Tensor, video: torch.Tensor) -> np.ndarray:
+    scores = [(judge.embed_text(text[i : i + 256]) * judge.embed_video(video[i : i + 256])).sum(-1)
+              for i in range(0, len(text), 256)]  # fmt: skip
+    return torch.cat(scores).numpy()
+
+
+def run(seed: int, corrupt: float, drops: list[float], settings: dict, data: dict, cache: str,
+        folds: int = 1) -> list[dict]:  # fmt: skip
     shapes = CaptionedShapes(**data)
     rows = shapes.split_indices("train")
     captions, wrong = corrupted_captions([shapes.captions[i] for i in rows], corrupt, seed)
@@ -66,12 +74,17 @@ def run(seed: int, corrupt: float, drops: list[float], settings: dict, data: dic
     video = to_tensor(shapes.render(rows))
     dims = {"word_dim": featurizer.dim, "max_words": featurizer.max_words, "frames": shapes.frames, "size": shapes.size}
     started = time.time()
-    with tempfile.TemporaryDirectory() as work:
-        judge, _ = train_judge(Pairs(video, text), dims, {**settings, "seed": seed}, work, progress=False)
+    agreement = np.zeros(len(text), dtype=np.float32)
+    # folds > 1: each pair is scored by a judge trained on the other folds only (it never saw that pair).
+    fold = np.random.default_rng(seed).integers(0, folds, len(text)) if folds > 1 else np.zeros(len(text), int)
+    for k in range(folds):
+        train = np.flatnonzero(fold != k) if folds > 1 else np.arange(len(text))
+        scored = np.flatnonzero(fold == k)
+        with tempfile.TemporaryDirectory() as work:
+            judge, _ = train_judge(Pairs(video[train], text[train]), dims, {**settings, "seed": seed}, work,
+                                   progress=False)  # fmt: skip
+        agreement[scored] = agreement_of(judge, text[scored], video[scored])
     trained_s = time.time() - started
-    with torch.no_grad():
-        agreement = torch.cat([(judge.embed_text(text[i : i + 256]) * judge.embed_video(video[i : i + 256])).sum(-1)
-                               for i in range(0, len(text), 256)]).numpy()  # fmt: skip
     order = np.argsort(agreement, kind="stable")
     results = []
     for drop in drops:
@@ -90,6 +103,8 @@ def main() -> None:
     parser.add_argument("--corrupt", type=float, default=0.2, help="share of training captions shuffled")
     parser.add_argument("--drop", type=float, nargs="+", default=[0.2], help="shares of the lowest pairs dropped")
     parser.add_argument("--steps", type=int, default=None, help="judge training steps (conf/judge: 1000)")
+    parser.add_argument("--folds", type=int, default=1, help="score each pair with a judge trained on the other "
+                        "folds (1: the judge scores the pairs it trained on)")  # fmt: skip
     args = parser.parse_args()
     if not 0 < args.corrupt < 1 or not all(0 < d < 1 for d in args.drop):
         parser.error("--corrupt and --drop are shares between 0 and 1, e.g. --corrupt 0.2 --drop 0.2")
@@ -101,10 +116,11 @@ def main() -> None:
     data = {"num_clips": 4000, "frames": 16, "size": 32, "held_out": [{"shape": "circle", "colour": "red"},
             {"shape": "square", "direction": "up"}], "seed": 0}  # fmt: skip
     cache = str(ROOT / ".cache" / "t2v" / "fasttext")
-    print("| seed | corrupted | dropped (lowest agreement) | precision | recall | judge trained in |")
+    print(f"judge steps {settings['max_steps']}, folds {args.folds}")
+    print("| seed | corrupted | dropped (lowest agreement) | precision | recall | judges trained in |")
     print("|---|---|---|---|---|---|")
     for seed in args.seeds:
-        for r in run(seed, args.corrupt, args.drop, settings, data, cache):
+        for r in run(seed, args.corrupt, args.drop, settings, data, cache, args.folds):
             print(f"| {r['seed']} | {r['corrupted']:.1%} | {r['drop']:.0%} | {r['precision']:.1%} | {r['recall']:.1%} "
                   f"| {r['train_s']:.0f} s |", flush=True)  # fmt: skip
 

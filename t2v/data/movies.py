@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from rich.console import Console
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from t2v.data.annotations import (
     SPLITS,
@@ -265,24 +265,32 @@ class MovieDataModule(TextClipsDataModule):
         blob = json.dumps({"cache": cache.directory.name, "items": used}, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def agreeing(self, pairs: Dataset) -> np.ndarray:
+    def agreeing(self, pairs: Dataset, folds: int = 2) -> np.ndarray:
         """Positions in ``pairs`` (the training pairs) of all but the ``min_agreement`` share the judge finds least
-        like their clips, in order; the judge is trained on ``pairs`` once and cached."""
+        like their clips, in order. Each pair is scored by a judge trained on the other ``folds`` - 1 folds only:
+        a judge scoring the pairs it learnt from would have memorised the wrong ones too. The judges are cached."""
         from t2v.eval.judge import agreement, obtain_judge
 
         dims = {"word_dim": self.featurizer.dim, "max_words": self.featurizer.max_words, "frames": self.spec.frames,
                 "size": self.spec.size}  # fmt: skip
         quiet = self.trainer is not None and not self.trainer.is_global_zero
         log = (lambda _: None) if quiet else Console(stderr=True, soft_wrap=True).print
-        with tempfile.TemporaryDirectory() as work:
-            judge, record = obtain_judge(self.judge_settings, pairs, dims, self._fingerprint,
-                                         self.featurizer.identity(), Path(work), log, progress=False)  # fmt: skip
-        scores = agreement(judge, pairs).numpy()
+        fold = np.random.default_rng(self.seed).integers(0, folds, len(pairs))
+        scores = np.zeros(len(pairs), dtype=np.float32)
+        judges = []
+        for k in range(folds):
+            learnt, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            with tempfile.TemporaryDirectory() as work:
+                judge, record = obtain_judge(self.judge_settings, Subset(pairs, learnt), dims,
+                                             f"{self._fingerprint}-fold{k}of{folds}", self.featurizer.identity(),
+                                             Path(work), log, progress=False)  # fmt: skip
+            scores[scored] = agreement(judge, Subset(pairs, scored)).numpy()
+            judges.append(record["artifact"])
         dropped = round(self.min_agreement * len(scores))
-        self.agreement_dropped = {"dropped": dropped, "of": len(scores), "judge": record["artifact"]}
+        self.agreement_dropped = {"dropped": dropped, "of": len(scores), "judges": judges}
         log(
             f"data: the agreement filter drops {dropped} of {len(scores)} training pairs (data.filter.min_agreement="
-            f"{self.min_agreement:g}; judge {record['artifact']})"
+            f"{self.min_agreement:g}; judges {', '.join(judges)})"
         )
         return np.sort(np.argsort(scores, kind="stable")[dropped:])
 

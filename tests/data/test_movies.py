@@ -174,7 +174,7 @@ def test_folder_datamodule_refuses_outside_paths_before_decoding_anything(compos
 
 
 def test_the_agreement_filter_drops_its_share_of_training_pairs_and_says_so(compose_train, tmp_path: Path) -> None:
-    """data.filter.min_agreement: a judge trained on the training pairs (once, then cached) drops the given share;
+    """data.filter.min_agreement: judges trained on the training pairs (once, then cached) drop the given share;
     the data's fingerprint tells it from the unfiltered data, and the prepare command counts the drops."""
     colours = ["red", "green", "blue", "white"]
     rows = ["path,caption,split"]
@@ -197,7 +197,8 @@ def test_the_agreement_filter_drops_its_share_of_training_pairs_and_says_so(comp
     assert filtered.agreement_dropped["dropped"] == 3 and filtered.agreement_dropped["of"] == 12
     assert filtered.fingerprint() != plain.fingerprint() and len(filtered.datasets["val"]) == 4
     again = datamodule("data.filter.min_agreement=0.25")  # the judge is cached: the same pairs go
-    assert again.agreement_dropped["judge"] == filtered.agreement_dropped["judge"]
+    assert again.agreement_dropped["judges"] == filtered.agreement_dropped["judges"]
+    assert len(set(filtered.agreement_dropped["judges"])) == 2  # each half scored by the judge of the other half
     assert again.fingerprint() == filtered.fingerprint()
     summary = prepare_run(compose_train(*common, "data.filter.min_agreement=0.25"))
     assert summary["dropped"]["caption unlike its clip (judge)"] == 3
