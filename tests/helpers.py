@@ -10,6 +10,7 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -134,3 +135,26 @@ class SignalAt(Callback):
         self.seen += 1
         if self.seen == self.batch:
             os.kill(os.getpid(), getattr(__import__("signal"), self.signal))
+
+
+class HostReads(Callback):
+    """Counts, per training batch, the copies of tensor values to the host (``item``, ``tolist``, ``float()``,
+    ``int()``, ``bool()``) outside data loading, whose tensors live on the CPU anyway: on a GPU each such copy
+    waits for the step to finish. ``steps`` lists the (1-based) batch of each read. Install with ``monkeypatch``."""
+
+    def __init__(self, monkeypatch: Any, steps_per_batch: int = 1) -> None:
+        import traceback
+
+        self.batch, self.steps, self.per_batch = 0, [], steps_per_batch
+        for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor: torch.Tensor, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                if not any("torch/utils/data" in frame.filename for frame in traceback.extract_stack()):
+                    self.steps.append(self.batch)
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.batch = trainer.global_step // self.per_batch + 1

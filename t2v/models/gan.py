@@ -186,7 +186,6 @@ class AdversarialModule(StageModule):
         # What training_step calls for each update's loss terms: the methods themselves, or compiled ones.
         self.d_terms, self.g_terms = self.discriminator_terms, self.generator_terms
         self.step_terms: dict[str, Tensor] = {}
-        self.progress: dict[str, float] = {}
 
     def shared_hparams(self) -> dict[str, Any]:
         """The optimiser and EMA groups as they will be saved: every key, defaults filled in."""
@@ -347,9 +346,7 @@ class AdversarialModule(StageModule):
             self.log(name, value, batch_size=batch_size)
         self.log("train/gan_step", self.gan_step.float(), batch_size=batch_size)
         if show:
-            shown = ("g_loss", "d_loss")
-            values = torch.stack([self.step_terms[f"train/{name}"] for name in shown]).tolist()
-            self.progress = dict(zip(shown, values, strict=True))
+            self.show({"g_loss": self.step_terms["train/g_loss"], "d_loss": self.step_terms["train/d_loss"]}, due=True)
 
     @staticmethod
     def batch_size_of(batch: dict[str, Any]) -> int:

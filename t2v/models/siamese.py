@@ -272,7 +272,8 @@ class SiameseEmbedding(StageModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         text, image, keys = self.embed(batch)
         loss = self.loss(text, image, keys)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(text))
+        self.log("train/loss", loss, batch_size=len(text))
+        self.show({"loss": loss})
         return loss
 
     def on_validation_epoch_start(self) -> None:

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 
 Manifests = dict[str, dict[str, Any]]
 FORMAT_KEY = "t2v_format"
@@ -46,6 +47,9 @@ def adam(params: Any, **options: Any) -> torch.optim.Adam:
 class StageModule(pl.LightningModule):
     """A t2v stage: a LightningModule that the training app can chain to the stages before and after it."""
 
+    #: What the progress bar shows beside Lightning's own (see :meth:`show`).
+    progress: dict[str, float] = {}
+
     #: The hyper-parameter layout this class writes; raise it when the options change shape.
     hparams_format: int = 0
 
@@ -64,6 +68,20 @@ class StageModule(pl.LightningModule):
     @property
     def optimizer_steps_per_batch(self) -> int:
         return 1
+
+    # -- the progress bar ----------------------------------------------------------------------------------
+    def show(self, values: dict[str, Tensor], due: bool | None = None) -> None:
+        """Put ``values`` on the progress bar (``t2v/callbacks/progress.py`` shows :attr:`progress`), read on the
+        steps the loggers write only (``due``; by default, from the trainer's step count before this batch's
+        optimizer steps). Lightning would copy a ``prog_bar`` value to the host after every batch, which on a GPU
+        waits for the step to finish before the next can be queued."""
+        if due is None:
+            trainer = self._trainer
+            every = trainer.log_every_n_steps if trainer is not None else 0
+            due = bool(every) and (trainer.global_step // self.optimizer_steps_per_batch + 1) % every == 0
+        if due:
+            read = torch.stack([value.detach().float() for value in values.values()]).tolist()
+            self.progress = dict(zip(values, read, strict=True))
 
     # -- several processes ---------------------------------------------------------------------------------
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

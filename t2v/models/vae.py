@@ -148,7 +148,8 @@ class TextVAE(StageModule):
         out = self.losses(batch)
         bs = batch["text"].shape[0]
         for name in ("loss", "recon", "kl", "kl_weight", "elbo"):
-            self.log(f"train/{name}", out[name], prog_bar=name == "loss", batch_size=bs)
+            self.log(f"train/{name}", out[name], batch_size=bs)
+        self.show({"loss": out["loss"]})
         return out["loss"]
 
     def on_validation_epoch_start(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +25,8 @@ from t2v.callbacks.progress import ProgressBar
 from t2v.callbacks.samples import PANELS, GanSamples
 from t2v.errors import T2VError
 from t2v.models.gan import AdversarialModule
+
+from helpers import HostReads
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:.*module\(s\) in eval mode.*",
@@ -206,30 +207,15 @@ def test_values_leave_the_device_only_on_the_logged_steps(tmp_path: Path, monkey
     """On a GPU every copy of a value to the host waits for the step to finish. The GAN loop, its callbacks, the
     loggers and the progress bar copy only on the steps the loggers write (every 5th here); the data loading reads
     only CPU tensors."""
-    step = [0]
-    reads: list[int] = []
-    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            if not any("torch/utils/data" in frame.filename for frame in traceback.extract_stack()):
-                reads.append(step[0])
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-
-    class Steps(pl.Callback):
-        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-            step[0] = trainer.global_step // 2 + 1
-
-    callbacks = [loose_stopping(min_steps=1000), GanLossPlot(path=str(tmp_path / "plot.png")), ProgressBar(), Steps()]
+    reads = HostReads(monkeypatch, steps_per_batch=2)
+    callbacks = [loose_stopping(min_steps=1000), GanLossPlot(path=str(tmp_path / "plot.png")), ProgressBar(), reads]
     trainer = pl.Trainer(
         max_steps=2 * 20, max_epochs=-1, accelerator="cpu", logger=CSVLogger(tmp_path, name="csv", version=""),
         callbacks=callbacks, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=5,
         default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(TinyGAN(), datamodule=Data())
-    during_training = {s for s in reads if 0 < s <= 20}
+    during_training = {s for s in reads.steps if 0 < s <= 20}
     assert during_training and during_training <= {5, 10, 15, 20}
     assert {"g_loss", "d_loss"} <= set(callbacks[2].get_metrics(trainer, trainer.lightning_module))
 

@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from t2v.errors import T2VError  # noqa: F401  (the package imports cleanly)
 from t2v.models.vae import TextVAE, active_units, kl_weight, slot_mask
 
+from helpers import HostReads
+
 WORD_DIM, MAX_WORDS = 8, 6
 
 
@@ -126,3 +128,17 @@ def test_loss_falls_and_checkpoint_reloads(tmp_path) -> None:
     assert reloaded.hparams.latent_dim == 4
     with torch.no_grad():
         assert torch.equal(reloaded.encode(data.text)[0], vae.encode(data.text)[0])
+
+
+def test_the_loss_reaches_the_progress_bar_only_on_the_logged_steps(tmp_path, monkeypatch) -> None:
+    """Lightning would copy a prog_bar loss to the host after every batch (on a GPU, a wait each step)."""
+    from t2v.callbacks.progress import ProgressBar
+
+    reads = HostReads(monkeypatch)
+    bar = ProgressBar()
+    trainer = pl.Trainer(max_steps=12, accelerator="cpu", logger=False, callbacks=[bar, reads], log_every_n_steps=4,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         limit_val_batches=0)  # fmt: skip
+    trainer.fit(tiny_vae(), DataLoader(Captions(64), batch_size=4))
+    assert {s for s in reads.steps if s > 0} <= {4, 8, 12}
+    assert "loss" in bar.get_metrics(trainer, trainer.lightning_module)
