@@ -89,8 +89,8 @@ class MovieDataModule(TextClipsDataModule):
         filter: ``keywords`` (keep captions with any of these words), the quality filters of
             :class:`t2v.data.video.QualityFilters` (min_side, cut_threshold, min_motion, min_frames), and
             ``min_agreement``: drop this share (in [0, 1)) of the training pairs whose caption the text-video
-            judge (``t2v/eval/judge.py``, trained on these pairs with ``judge``'s settings and cached) finds
-            least like its clip; null keeps them all.
+            judge (``t2v/eval/judge.py``, trained on these pairs with ``judge``'s settings for
+            ``agreement_steps`` and cached) finds least like its clip; null keeps them all.
         judge: the judge's settings (``conf/judge/``), for ``filter.min_agreement``.
         num_clips: at most this many clips (a seeded pick spread over movies and splits); None: all.
         val_fraction: when the selected clips include no validation clips, this share of the training
@@ -136,6 +136,7 @@ class MovieDataModule(TextClipsDataModule):
         filters = dict(filter or {})
         self.keywords = list(filters.pop("keywords", None) or [])
         self.min_agreement = float(filters.pop("min_agreement", None) or 0.0)
+        self.agreement_steps = int(filters.pop("agreement_steps", None) or 100)
         if not 0.0 <= self.min_agreement < 1.0:
             raise T2VError(
                 f"data.filter.min_agreement={self.min_agreement} is the share of training pairs to drop; use a "
@@ -267,8 +268,9 @@ class MovieDataModule(TextClipsDataModule):
 
     def agreeing(self, pairs: Dataset, folds: int = 2) -> np.ndarray:
         """Positions in ``pairs`` (the training pairs) of all but the ``min_agreement`` share the judge finds least
-        like their clips, in order. Each pair is scored by a judge trained on the other ``folds`` - 1 folds only:
-        a judge scoring the pairs it learnt from would have memorised the wrong ones too. The judges are cached."""
+        like their clips, in order. Each pair is scored by a judge trained on the other ``folds`` - 1 folds only,
+        for ``filter.agreement_steps``: a judge scoring the pairs it learnt from, or trained long on noisy pairs, has
+        learnt the wrong ones too (docs/results.md, "Filtering by agreement"). The judges are cached."""
         from t2v.eval.judge import agreement, obtain_judge
 
         dims = {"word_dim": self.featurizer.dim, "max_words": self.featurizer.max_words, "frames": self.spec.frames,
@@ -281,7 +283,8 @@ class MovieDataModule(TextClipsDataModule):
         for k in range(folds):
             learnt, scored = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             with tempfile.TemporaryDirectory() as work:
-                judge, record = obtain_judge(self.judge_settings, Subset(pairs, learnt), dims,
+                settings = {**self.judge_settings, "max_steps": self.agreement_steps}
+                judge, record = obtain_judge(settings, Subset(pairs, learnt), dims,
                                              f"{self._fingerprint}-fold{k}of{folds}", self.featurizer.identity(),
                                              Path(work), log, progress=False)  # fmt: skip
             scores[scored] = agreement(judge, Subset(pairs, scored)).numpy()

@@ -183,6 +183,7 @@ def test_the_agreement_filter_drops_its_share_of_training_pairs_and_says_so(comp
         rows.append(f"c{i}.avi,a {colours[i % 4]} square slides right,{'train' if i < 12 else 'val'}")
     (tmp_path / "clips" / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     common = ["data=folder", f"data.root={tmp_path / 'clips'}", "data.frames=8", "data.size=16", "debug=limit",
+              "data.filter.agreement_steps=10",
               "data.prepare_workers=0", *TINY_VAE, f"paths.cache_dir={tmp_path / 'cache'}",
               f"paths.artifacts_dir={tmp_path / 'artifacts'}"]  # fmt: skip
 
