@@ -237,15 +237,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "sheet": sheet,
         "config": resolved,
     }
-    paths = report.write(output_dir, summary, table)
-    report.log(instantiate_group(cfg.logger), metrics, resolved, table)
-
-    console.print(table, markup=False, highlight=False, soft_wrap=True)
-    if not trusted:
-        console.print(f"[bold red]t2v: the probe cannot be trusted[/] ({', '.join(short)})")
-    console.print(f"[bold green]t2v[/] evaluation finished in {summary['run_time_s']:.0f}s")
-    console.print(f"  metrics      {paths['metrics']}")
-    console.print(f"  table        {paths['table']}")
+    warning = None if trusted else f"[bold red]t2v: the probe cannot be trusted[/] ({', '.join(short)})"
+    publish(cfg, output_dir, summary, table, console, warning)
     if sheet:
         console.print(f"  sheet        {sheet['sheet_gif']}, {sheet['sheet_png']}  (real, then generated)")
     return summary
@@ -329,13 +322,22 @@ def evaluate_unlabelled(
         "metrics": metrics,
         "config": resolved,
     }
+    publish(cfg, output_dir, summary, table, console)
+    return summary
+
+
+def publish(
+    cfg: DictConfig, output_dir: Path, summary: dict[str, Any], table: str, console: Console, warning: str | None = None
+) -> None:
+    """``metrics.json`` and ``metrics.md`` in the run dir, the same to the logger, and the table on the terminal."""
     paths = report.write(output_dir, summary, table)
-    report.log(instantiate_group(cfg.logger), metrics, resolved, table)
+    report.log(instantiate_group(cfg.logger), summary["metrics"], summary["config"], table)
     console.print(table, markup=False, highlight=False, soft_wrap=True)
+    if warning:
+        console.print(warning)
     console.print(f"[bold green]t2v[/] evaluation finished in {summary['run_time_s']:.0f}s")
     console.print(f"  metrics      {paths['metrics']}")
     console.print(f"  table        {paths['table']}")
-    return summary
 
 
 def experiment_name() -> str:

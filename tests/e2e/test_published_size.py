@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import pytest
 from movie_fixtures import moving_square, write_avi
 
-from helpers import paths_in, run_entry
+from helpers import call_entry, paths_in, run_entry
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,8 @@ def test_the_published_size_trains_end_to_end_on_real_footage(tmp_path: Path) ->
 
     out = tmp_path / "generated"
     sentence = "a crimson square drifts slowly over the gradient"
-    result = run_entry("generate.py", f"paths.artifacts_dir={tmp_path / 'artifacts'}", f"text={sentence}",
+    # generate.py and evaluate.py in this process: the same apps, without importing torch twice more.
+    result = call_entry("generate.py", f"paths.artifacts_dir={tmp_path / 'artifacts'}", f"text={sentence}",
                        "num_samples=1", f"out_dir={out}", f"hydra.run.dir={tmp_path / 'g'}", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     (written,) = json.loads((out / "samples.json").read_text())
@@ -55,7 +56,7 @@ def test_the_published_size_trains_end_to_end_on_real_footage(tmp_path: Path) ->
     assert {"crimson", "drifts", "slowly"} <= set(written["new_words"])
     assert "never used" in result.stdout and "crimson" in result.stdout
 
-    result = run_entry("evaluate.py", f"paths.artifacts_dir={tmp_path / 'artifacts'}", "debug=limit",
+    result = call_entry("evaluate.py", f"paths.artifacts_dir={tmp_path / 'artifacts'}", "debug=limit",
                        "data_from=artifacts", "num_samples=2", "logger=csv", f"hydra.run.dir={tmp_path / 'e'}",
                        cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
