@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from t2v.data.shapes import CaptionedShapes  # noqa: E402
-from t2v.eval.judge import train_judge  # noqa: E402
+from t2v.eval.judge import judge_dims, train_judge  # noqa: E402
 from t2v.eval.probe import to_tensor  # noqa: E402
 from t2v.text import FastTextFeaturizer  # noqa: E402
 
@@ -72,7 +72,7 @@ def run(seed: int, corrupt: float, drops: list[float], settings: dict, data: dic
     featurizer = FastTextFeaturizer(cache_dir=cache).fit(captions)
     text = torch.from_numpy(featurizer.transform(captions)[0])
     video = to_tensor(shapes.render(rows))
-    dims = {"word_dim": featurizer.dim, "max_words": featurizer.max_words, "frames": shapes.frames, "size": shapes.size}
+    dims = judge_dims(featurizer, shapes.frames, shapes.size)
     started = time.time()
     agreement = np.zeros(len(text), dtype=np.float32)
     # folds > 1: each pair is scored by a judge trained on the other folds only (it never saw that pair).

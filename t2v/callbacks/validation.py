@@ -2,13 +2,13 @@
 
 A GAN's losses say nothing about how good its samples are, so a GAN stage's ``validation_step`` generates samples
 for the validation batch (the EMA generator when there is one, fixed noise per batch) and this callback hands them
-to a judge (``t2v/eval/judges.py``): the attribute probe on the shapes, the siamese stage's encoders on movie data.
+to a judge (``t2v/eval/judges.py``): the attribute probe on the shapes, the text-video judge on movie data.
 The scores are logged once per validation run; ``stage.monitor: val/fidelity`` (mode max) then picks
 ``best.ckpt``, the artifact later stages use, and the value a Hydra sweeper optimises.
 
 Validation reads a fixed subset of the validation captions (``trainer.limit_val_batches`` in the GAN stages'
-configs) under ``no_grad``. The probe is trained once per dataset and settings and cached in the registry, shared
-with ``evaluate.py``.
+configs) under ``no_grad``. The probe and the text-video judge are trained once per dataset and settings and cached
+in the registry, shared with ``evaluate.py``.
 """
 
 from __future__ import annotations
@@ -24,43 +24,39 @@ from rich.console import Console
 
 from t2v.cluster import launched_rank, wait_for
 from t2v.data.datamodule import ShapesDataModule
-from t2v.errors import T2VError
-from t2v.eval.judges import Judge, ProbeJudge, SiameseJudge
+from t2v.eval.judge import JUDGE_STAGE, TextVideoJudge, judge_dims, obtain_judge
+from t2v.eval.judge import settings_key as judge_settings_key
+from t2v.eval.judges import Judge, ProbeJudge, TextClipJudge
 from t2v.eval.probe import find_cached, obtain_probe, settings_key
 from t2v.models.gan import AdversarialModule
-from t2v.models.siamese import SiameseEmbedding
-from t2v.pipeline import artifacts
 
 
 class GanValidation(Callback):
     """Scores a GAN stage's validation samples with the data's judge and logs ``val/fidelity`` and ``val/fd``.
 
-    ``probe``: the attribute probe's settings (``conf/probe/``); ``siamese``: the siamese artifact that judges movie
-    samples ("latest" in ``artifacts_dir``, or a folder); ``frames``: how many frames of a clip the siamese reads.
+    ``probe``: the attribute probe's settings (``conf/probe/``), the judge on the shapes; ``judge``: the text-video
+    judge's settings (``conf/judge/``), the judge on movie data.
     """
 
-    def __init__(
-        self, probe: Mapping[str, Any], artifacts_dir: str, siamese: str | None = "latest", frames: int = 4
-    ) -> None:
-        self.probe_settings, self.artifacts_dir = dict(probe), artifacts_dir
-        self.siamese, self.frames = siamese or "latest", frames
+    def __init__(self, probe: Mapping[str, Any], judge: Mapping[str, Any]) -> None:
+        self.probe_settings, self.judge_settings = dict(probe), dict(judge)
         self.judge: Judge | None = None
         self.active = False
 
     # -- before training ------------------------------------------------------------------------
     def prepare(self, model: pl.LightningModule, datamodule: pl.LightningDataModule, work_dir: Path) -> None:
         """Build the judge before ``trainer.fit``. With Lightning's own DDP launcher rank 0 gets here (and trains a
-        missing probe) before it starts the other ranks, which then find the probe cached; when a cluster launcher
-        starts every rank at once, the others wait for rank 0's probe."""
+        missing probe or judge) before it starts the other ranks, which then find it cached; when a cluster launcher
+        starts every rank at once, the others wait for rank 0's."""
         if isinstance(model, AdversarialModule):
-            # Training a missing probe seeds and draws random numbers; the stage's own stream must not depend on
-            # whether the probe was cached.
+            # Training a missing judge seeds and draws random numbers; the stage's own stream must not depend on
+            # whether it was cached.
             with isolate_rng():
                 self.judge = self.build_judge(datamodule, work_dir)
 
     def build_judge(self, datamodule: pl.LightningDataModule, work_dir: Path) -> Judge:
+        datamodule.setup("fit")
         if isinstance(datamodule, ShapesDataModule):
-            datamodule.setup("fit")
             shapes, log = datamodule.shapes, Console(soft_wrap=True).print
             if launched_rank() != 0 and self.probe_settings["artifact"] in (None, "auto"):
                 # srun or torchrun start every rank at once: rank 0 trains a missing probe, the others load it.
@@ -69,14 +65,21 @@ class GanValidation(Callback):
                 wait_for(lambda: find_cached(artifacts_dir, shapes.fingerprint(), key), "the attribute probe")
             probe, _ = obtain_probe(self.probe_settings, shapes, work_dir, log=log, progress=False)
             return ProbeJudge(probe)
-        folder = artifacts.find(self.artifacts_dir, "siamese", self.siamese)
-        if folder is None:
-            raise T2VError(
-                f"the validation metric of a GAN stage on movie data needs a trained siamese artifact "
-                f"({self.siamese} in {self.artifacts_dir}); train it first with python train.py stage=siamese, or "
-                "switch validation off with callbacks.gan_validation=null stage.monitor=null"
-            )
-        return SiameseJudge(artifacts.load_model(SiameseEmbedding, artifacts.read_manifest(folder)), self.frames)
+        return TextClipJudge(self.text_video_judge(datamodule, work_dir))
+
+    def text_video_judge(self, datamodule: pl.LightningDataModule, work_dir: Path) -> TextVideoJudge:
+        """The judge ``evaluate.py`` scores this data with (the same cache entry), trained now on the real training
+        clips if none is cached."""
+        settings, featurizer = self.judge_settings, datamodule.featurizer.identity()
+        fingerprint = datamodule.fingerprint()
+        if launched_rank() != 0:
+            key = judge_settings_key(settings, featurizer)
+            wait_for(lambda: find_cached(settings["artifacts_dir"], fingerprint, key, stage=JUDGE_STAGE),
+                     "the text-video judge")  # fmt: skip
+        dims = judge_dims(datamodule.featurizer, datamodule.spec.frames, datamodule.spec.size)
+        judge, _ = obtain_judge(settings, datamodule.datasets["train"], dims, fingerprint, featurizer, work_dir,
+                                log=Console(soft_wrap=True).print, progress=False)  # fmt: skip
+        return judge
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -21,7 +21,7 @@ from t2v.data.shapes import CaptionedShapes
 from t2v.errors import T2VError
 from t2v.eval import report, unlabelled
 from t2v.eval.fidelity import Retrieval, score
-from t2v.eval.judge import obtain_judge
+from t2v.eval.judge import judge_dims, obtain_judge
 from t2v.eval.probe import obtain_probe
 from t2v.eval.sheet import write_sheet
 from t2v.pipeline import artifacts
@@ -266,8 +266,7 @@ def judge_metrics(
             "data.root and the splits of its clips)"
         )
     settings = OmegaConf.to_container(cfg.judge, resolve=True)
-    dims = {"word_dim": chain.featurizer.dim, "max_words": chain.featurizer.max_words,
-            "frames": int(data["frames"]), "size": int(data["size"])}  # fmt: skip
+    dims = judge_dims(chain.featurizer, data["frames"], data["size"])
     judge, judge_info = obtain_judge(settings, sets["train"], dims, datamodule.fingerprint(),
                                      chain.featurizer.identity(), output_dir, console.print,
                                      progress=bool(cfg.progress))  # fmt: skip

@@ -271,10 +271,9 @@ class MovieDataModule(TextClipsDataModule):
         like their clips, in order. Each pair is scored by a judge trained on the other ``folds`` - 1 folds only,
         for ``filter.agreement_steps``: a judge scoring the pairs it learnt from, or trained long on noisy pairs, has
         learnt the wrong ones too (docs/results.md, "Filtering by agreement"). The judges are cached."""
-        from t2v.eval.judge import agreement, obtain_judge
+        from t2v.eval.judge import agreement, judge_dims, obtain_judge
 
-        dims = {"word_dim": self.featurizer.dim, "max_words": self.featurizer.max_words, "frames": self.spec.frames,
-                "size": self.spec.size}  # fmt: skip
+        dims = judge_dims(self.featurizer, self.spec.frames, self.spec.size)
         quiet = self.trainer is not None and not self.trainer.is_global_zero
         log = (lambda _: None) if quiet else Console(stderr=True, soft_wrap=True).print
         fold = np.random.default_rng(self.seed).integers(0, folds, len(pairs))

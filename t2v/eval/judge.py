@@ -138,19 +138,23 @@ class TextVideoJudge(pl.LightningModule):
 
 
 class JudgeFeatures(nn.Module):
-    """The judge's video features as a torchmetrics feature module (FD, KID), run in eval mode."""
+    """The judge's video features as a torchmetrics feature module (FD, KID), run in eval mode. It keeps its last
+    batch's features (:attr:`last`), so a caller embeds the clips FD has just read without running the encoder
+    again."""
 
     def __init__(self, judge: TextVideoJudge) -> None:
         super().__init__()
         self.judge = judge
         self.num_features = judge.num_features  # torchmetrics then skips its dummy 299x299 forward pass
+        self.last: Tensor | None = None
 
     @torch.no_grad()
     def forward(self, video: Tensor) -> Tensor:
         was_training = self.judge.training
         self.judge.eval()
         try:
-            return self.judge.video_encoder(video)
+            self.last = self.judge.video_encoder(video)
+            return self.last
         finally:
             self.judge.train(was_training)
 
@@ -188,6 +192,12 @@ def r_precision(text: Tensor, video: Tensor, candidates: int = 100, seed: int = 
 
 
 # -- training and the cache ----------------------------------------------------------------------------------
+def judge_dims(featurizer: Any, frames: int, size: int) -> dict[str, int]:
+    """The sizes a judge is built for: the caption features of ``featurizer`` (a fitted ``FastTextFeaturizer``)
+    and clips of ``frames`` frames of ``size`` x ``size``."""
+    return {"word_dim": featurizer.dim, "max_words": featurizer.max_words, "frames": int(frames), "size": int(size)}
+
+
 def settings_key(settings: Mapping[str, Any], featurizer: str) -> str:
     """The judge's cache key: its settings and the featurizer whose word vectors its text encoder reads."""
     blob = json.dumps({**{k: settings[k] for k in JUDGE_KEYS}, "featurizer": featurizer}, sort_keys=True, default=list)

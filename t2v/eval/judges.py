@@ -6,9 +6,10 @@ comes from here (``t2v/callbacks/validation.py`` feeds the batches).
   own judge) reads every sample; ``fidelity`` is the accuracy balanced over the values each attribute takes in the
   batch captions, averaged over the attributes a sample shows (shape, colour, size for an image; also direction and
   speed for a clip). ``fd`` is the Fréchet distance in the probe's feature space.
-- :class:`SiameseJudge`, on movie data (no labels): the siamese stage's encoders. ``fidelity`` is the agreement of
-  a sample with its caption, the cosine of their embeddings mapped to [0, 1] (0.5: unrelated); ``fd`` the Fréchet
-  distance in its image CNN's feature space (a clip: its frames' mean).
+- :class:`TextClipJudge`, on movie data (no labels): the text-video judge of ``evaluate.py``, trained on the real
+  training clips only (never the pipeline's siamese stage, whose space the generators are trained to please).
+  ``fidelity`` is the agreement of a sample with its caption, the cosine of their embeddings mapped to [0, 1]
+  (0.5: unrelated); ``fd`` the Fréchet distance in the judge's video features.
 
 Both count with torchmetrics, whose states are summed over the processes under DDP, so every rank computes the
 same value and makes the same checkpoint and stopping decisions.
@@ -19,14 +20,15 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from t2v.eval.judge import JudgeFeatures, TextVideoJudge
 from t2v.eval.metrics import ProbeFeatures
 from t2v.eval.probe import AttributeProbe
-from t2v.models.siamese import SiameseEmbedding
 
 
 def balanced_accuracy(confusion: Tensor) -> Tensor:
@@ -111,48 +113,34 @@ class ProbeJudge(Judge):
         return self
 
 
-class SiameseFeatures(nn.Module):
-    """The siamese image CNN's pooled features of images, or of clips (the mean over ``frames`` evenly spaced
-    frames), as a torchmetrics feature module. It keeps the per-frame features of its last batch
-    (:attr:`last_per_frame`, (B, K, F)), so the judge embeds the generated frames without running the CNN again."""
+class TextClipJudge(Judge):
+    """Caption agreement and FD of unlabelled samples, read by the text-video judge (``t2v/eval/judge.py``).
 
-    def __init__(self, siamese: SiameseEmbedding, frames: int = 4) -> None:
-        super().__init__()
-        self.encoder, self.frames = siamese.image_encoder, frames
-        self.num_features = self.encoder.features(torch.zeros(1, 3, 16, 16)).shape[1]
-        self.last_per_frame: Tensor | None = None
+    An image (stage-I) is read as a still clip of the judge's frame count, the real frames alike, so both GAN stages
+    are scored in the same space."""
 
-    def images(self, x: Tensor) -> tuple[Tensor, int]:
-        """(frames (B*K, 3, H, W), K): the clip frames the encoder reads, or the images themselves (K = 1)."""
-        if x.dim() == 4:
-            return x, 1
-        picked = torch.linspace(0, x.shape[2] - 1, min(self.frames, x.shape[2]), device=x.device).round().long()
-        frames = x[:, :, picked].transpose(1, 2)
-        return frames.reshape(-1, *frames.shape[2:]), len(picked)
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        images, k = self.images(x.float())
-        self.last_per_frame = self.encoder.features(images).reshape(len(x), k, -1)
-        return self.last_per_frame.mean(1)
-
-
-class SiameseJudge(Judge):
-    """Caption agreement and FD of unlabelled samples, read by the siamese stage's encoders."""
-
-    def __init__(self, siamese: SiameseEmbedding, frames: int = 4) -> None:
-        self.siamese = siamese.eval()
-        self.features = SiameseFeatures(siamese, frames)
+    def __init__(self, judge: TextVideoJudge) -> None:
+        self.judge = judge.eval()
+        self.frames, self.size = int(judge.hparams.frames), int(judge.hparams.size)
+        self.features = JudgeFeatures(judge)
         self.fd = frechet(self.features)
         self.agreement = MeanMetric()
 
+    def as_clip(self, samples: Tensor) -> Tensor:
+        """(B, 3, T, H, W) at the judge's size: an image becomes a still clip, another size is resized."""
+        if samples.dim() == 4:
+            samples = samples.unsqueeze(2).expand(-1, -1, self.frames, -1, -1)
+        if samples.shape[-3:] != (self.frames, self.size, self.size):
+            samples = F.interpolate(samples.float(), size=(self.frames, self.size, self.size), mode="trilinear")
+        return samples.float()
+
     @torch.no_grad()
     def update(self, generated: Tensor, real: Tensor, batch: dict) -> None:
-        self.fd.update(real, real=True)
-        self.fd.update(generated, real=False)  # read last: last_per_frame holds the generated frames' features
-        image = self.siamese.image_encoder.head(self.features.last_per_frame).mean(1)
-        text = self.siamese.text_encoder(batch["text"].float().to(generated.device))
-        self.agreement.update((torch.cosine_similarity(text, image, dim=-1) + 1) / 2)
+        self.fd.update(self.as_clip(real), real=True)
+        self.fd.update(self.as_clip(generated), real=False)  # read last: features.last holds the generated clips'
+        video = F.normalize(self.judge.video_projection(self.features.last), dim=-1)
+        text = self.judge.embed_text(batch["text"].float().to(video.device))
+        self.agreement.update(((text * video).sum(-1) + 1) / 2)
 
     def compute(self) -> dict[str, Tensor]:
         if self.agreement.update_count == 0:
@@ -163,7 +151,7 @@ class SiameseJudge(Judge):
         self.fd.reset()
         self.agreement.reset()
 
-    def to(self, device: torch.device) -> SiameseJudge:
-        for part in (self.siamese, self.fd, self.agreement):
+    def to(self, device: torch.device) -> TextClipJudge:
+        for part in (self.judge, self.fd, self.agreement):
             part.to(device)
         return self

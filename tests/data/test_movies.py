@@ -207,6 +207,39 @@ def test_the_agreement_filter_drops_its_share_of_training_pairs_and_says_so(comp
         datamodule("data.filter.min_agreement=1.5")
 
 
+def test_on_movie_data_the_gan_validation_judge_is_built_by_rank_0_and_loaded_by_the_others(
+    compose_train, tmp_path: Path, monkeypatch
+) -> None:
+    """callbacks.gan_validation on movie data: the text-video judge evaluate.py uses. A rank a cluster launcher
+    started beside rank 0 waits for rank 0's judge instead of training its own."""
+    import t2v.callbacks.validation as validation
+    from t2v.cluster import wait_for
+
+    rows = ["path,caption,split"]
+    for i in range(8):
+        write_avi(tmp_path / "clips" / f"c{i}.avi", moving_square(12, 24, 32, seed=60 + i), fps=25)
+        rows.append(f"c{i}.avi,a {['red', 'blue'][i % 2]} square slides right,{'train' if i < 6 else 'val'}")
+    (tmp_path / "clips" / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = compose_train("stage=stage1", "data=folder", f"data.root={tmp_path / 'clips'}", "data.frames=8",
+                        "data.size=16", "debug=limit", "data.prepare_workers=0", f"paths.cache_dir={tmp_path / 'cache'}",
+                        f"paths.artifacts_dir={tmp_path / 'artifacts'}")  # fmt: skip
+    dm = hydra.utils.instantiate(cfg.data, featurizer=hydra.utils.instantiate(cfg.featurizer))
+    dm.setup()
+    callback = hydra.utils.instantiate(cfg.callbacks.gan_validation)
+    monkeypatch.setattr(validation, "wait_for", lambda find, what: wait_for(find, what, timeout_s=0.05, poll_s=0.01))
+    monkeypatch.setattr(validation, "launched_rank", lambda: 1)
+    with pytest.raises(T2VError, match="for rank 0 to write the text-video judge"):
+        callback.text_video_judge(dm, tmp_path / "rank1")
+    assert not (tmp_path / "artifacts" / "judge").exists()  # rank 1 trained nothing
+    monkeypatch.setattr(validation, "launched_rank", lambda: 0)
+    trained = callback.text_video_judge(dm, tmp_path / "rank0")
+    monkeypatch.setattr(validation, "launched_rank", lambda: 1)
+    loaded = callback.text_video_judge(dm, tmp_path / "rank1")
+    assert len(list((tmp_path / "artifacts" / "judge").glob("*/manifest.json"))) == 1
+    for name, value in trained.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+
+
 def test_captions_csv_must_be_utf8(tmp_path: Path) -> None:
     latin = make_guarded_folder(tmp_path / "cp1252", ["inside.avi,Un café très noir,train"], encoding="cp1252")
     csv_path = latin / "captions.csv"
@@ -461,7 +494,8 @@ def test_the_mpii_2017_preset_names_missing_movies_and_prepares_the_published_si
 @pytest.mark.slow
 def test_train_on_mpii(mpii: MovieTree, tmp_path: Path) -> None:
     """The VAE, the siamese embedding and the video GAN, chained on movie clips; with no labels, the video GAN's
-    validation metric is the siamese stage's agreement between each clip and its caption."""
+    validation metric is the text-video judge's agreement between each clip and its caption, and that judge is the
+    one evaluate.py finds cached."""
     run_dir = tmp_path / "run"
     result = run_entry("train.py", "stage=pipeline", "stage.stages=[vae,siamese,videogan]", *E2E, *TINY_VAE,
                        "model.width=0.0625", *e2e_paths(mpii, tmp_path), f"hydra.run.dir={run_dir}",
@@ -475,6 +509,8 @@ def test_train_on_mpii(mpii: MovieTree, tmp_path: Path) -> None:
     videogan = json.loads((run_dir / "videogan" / "metrics.json").read_text())
     assert videogan["monitor"] == "val/fidelity" and 0.0 <= videogan["best"]["val/fidelity"] <= 1.0
     assert videogan["final"]["val/fd"] >= 0.0
+    judges = list((tmp_path / "art" / "judge").glob("*/manifest.json"))
+    assert len(judges) == 1 and "judge" in result.stdout
     assert "no samples" in result.stdout  # no stage-I in the registry
 
 

@@ -62,7 +62,8 @@ def test_the_published_size_trains_end_to_end_on_real_footage(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-4000:]
     evaluation = json.loads((tmp_path / "e" / "metrics.json").read_text())
     metrics = evaluation["metrics"]
-    assert evaluation["test_captions"] == 2 and not evaluation["judge"]["cached"]
+    # The GAN stages trained the judge for their validation metric; evaluate.py finds it cached.
+    assert evaluation["test_captions"] == 2 and evaluation["judge"]["cached"]
     assert metrics["judge/r_precision/chance"] == 0.5  # each test clip against the 2 test captions
     for key in ("judge/r_precision/generated", "judge/r_precision/real"):
         assert 0.0 <= metrics[key] <= 1.0

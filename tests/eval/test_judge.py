@@ -1,5 +1,6 @@
 """The text-video judge (t2v/eval/judge.py): R-precision itself, a judge trained on real clips of the easy shapes
-that ranks real pairs far above chance and shuffled pairs at it, its features for FD, and its cache."""
+that ranks real pairs far above chance and shuffled pairs at it, its features for FD, its cache, and its scores as
+the GAN stages' validation judge on movie data."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch.utils.data import Dataset
 
 from t2v.data.shapes import CaptionedShapes
 from t2v.eval.judge import JudgeFeatures, obtain_judge, r_precision, train_judge
+from t2v.eval.judges import TextClipJudge
 from t2v.eval.metrics import FeatureDistances
 from t2v.eval.probe import to_tensor
 from t2v.text import FastTextFeaturizer
@@ -99,6 +101,27 @@ def test_its_features_give_real_clips_no_distance_from_themselves(judge, data) -
     noise.update(torch.rand_like(clips) * 2 - 1, real=False)
     far = noise.compute()
     assert far["fd"] > 1.0 and far["kid"] > scores["kid"] + 0.1
+
+
+def test_as_the_validation_judge_it_agrees_more_with_each_clip_s_own_caption_than_with_another(judge, data) -> None:
+    """val/fidelity on movie data (TextClipJudge): real clips score higher with their own captions than with the
+    captions shuffled; an image (stage-I) is read as a still clip, real and generated alike."""
+    scorer, clips, text = TextClipJudge(judge), data["test"].video, data["test"].text
+    shuffled = text[torch.randperm(len(text), generator=torch.Generator().manual_seed(0))]
+
+    def score(samples: torch.Tensor, captions: torch.Tensor) -> dict[str, float]:
+        scorer.update(samples, samples, {"text": captions})
+        scores = {k: float(v) for k, v in scorer.compute().items()}
+        scorer.reset()
+        return scores
+
+    own, other = score(clips, text), score(clips, shuffled)
+    assert set(own) == {"fidelity", "fd"} and own["fd"] < 1e-2
+    assert 0.5 < own["fidelity"] <= 1.0 and 0.0 <= other["fidelity"] < own["fidelity"] - 0.1, (own, other)
+    stills = score(clips[:, :, 0], text)
+    assert stills["fd"] < 1e-2 and 0.0 <= stills["fidelity"] <= 1.0
+    scorer.update(torch.zeros_like(clips[:, :, 0]), clips[:, :, 0], {"text": text})
+    assert float(scorer.compute()["fd"]) > 1.0
 
 
 def test_a_judge_is_trained_once_per_data_featurizer_and_settings(data, tmp_path: Path) -> None:
