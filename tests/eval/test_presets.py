@@ -39,7 +39,7 @@ def test_mpii_2017_is_the_published_design_at_the_published_size_on_mpii(compose
     seed = {stage: compose_train("experiment=seed_2017", f"stage={stage}") for stage in STAGES}
     for cfg in published.values():
         assert cfg.data._target_.endswith("MPIIDataModule") and (cfg.data.frames, cfg.data.size) == (32, 64)
-        assert len(cfg.data.movies) == 8 and "1015_27_Dresses" in cfg.data.movies  # the checked romantic comedies
+        assert len(cfg.data.movies) == 9 and "1015_27_Dresses" in cfg.data.movies  # "9 romantic comedies"
         assert cfg.callbacks.gan_validation.judge.accelerator == "auto"  # the validation judge trains on the GPU
     assert list(published["vae"].model.hidden_dims) == [1200] and published["vae"].model.latent_dim == 500
     assert published["siamese"].model.embed_dim == 512 and list(published["siamese"].model.image_widths) == [
