@@ -177,9 +177,10 @@ class TextClipsDataModule(pl.LightningDataModule):
         train_rows: Sequence[int],
         splits: Mapping[str, Dataset],
         contrast: ContrastCaptions | None = None,
-    ) -> None:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fit the featurizer on the training captions (unless it comes fitted), featurize every caption
-        once, and serve ``splits`` with their text (and the training split with ``contrast`` captions)."""
+        once, and serve ``splits`` with their text (and the training split with ``contrast`` captions).
+        Returns the caption features as :class:`WithText` takes them (slots, word counts, word table)."""
         if not self.featurizer.is_fitted:  # a featurizer loaded from an upstream artifact is kept as is
             self.featurizer.fit([captions[i] for i in train_rows])
         slots, n_words = self.featurizer.word_slots(captions, ids)
@@ -195,6 +196,7 @@ class TextClipsDataModule(pl.LightningDataModule):
             )
         # batch_size is global: each DDP process loads its share.
         self.local_batch_size = self.batch_size // world
+        return slots, n_words, table
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]

@@ -247,15 +247,12 @@ class MovieDataModule(TextClipsDataModule):
             return CachedClips(cache, rows, location_array[rows], caption_array[rows], id_array[rows], with_video)
 
         datasets = {split: split_clips(np.flatnonzero(split_of == split), self.with_video) for split in SPLITS}
-        self.attach_text(captions, ids, train_rows, datasets)
+        text = self.attach_text(captions, ids, train_rows, datasets)
         self._fingerprint = self.items_fingerprint(cache, ids, splits, captions)
         if self.min_agreement:
             # The judge trains on every training pair (its cache key is the data before this filter).
-            judged = WithText(split_clips(train_rows, True), *self.featurizer.word_slots(captions, ids),
-                              self.featurizer.word_table())  # fmt: skip
-            kept = train_rows[self.agreeing(judged)]
-            datasets["train"] = split_clips(kept, self.with_video)
-            self.attach_text(captions, ids, kept, datasets)
+            kept = train_rows[self.agreeing(WithText(split_clips(train_rows, True), *text))]
+            self.datasets["train"] = WithText(split_clips(kept, self.with_video), *text)
             dropped = set(train_rows.tolist()) - set(kept.tolist())
             splits = ["dropped" if row in dropped else split for row, split in enumerate(splits)]
             self._fingerprint = self.items_fingerprint(cache, ids, splits, captions)

@@ -220,9 +220,9 @@ def test_on_movie_data_the_gan_validation_judge_is_built_by_rank_0_and_loaded_by
         write_avi(tmp_path / "clips" / f"c{i}.avi", moving_square(12, 24, 32, seed=60 + i), fps=25)
         rows.append(f"c{i}.avi,a {['red', 'blue'][i % 2]} square slides right,{'train' if i < 6 else 'val'}")
     (tmp_path / "clips" / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    paths = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.artifacts_dir={tmp_path / 'artifacts'}"]
     cfg = compose_train("stage=stage1", "data=folder", f"data.root={tmp_path / 'clips'}", "data.frames=8",
-                        "data.size=16", "debug=limit", "data.prepare_workers=0", f"paths.cache_dir={tmp_path / 'cache'}",
-                        f"paths.artifacts_dir={tmp_path / 'artifacts'}")  # fmt: skip
+                        "data.size=16", "debug=limit", "data.prepare_workers=0", *paths)  # fmt: skip
     dm = hydra.utils.instantiate(cfg.data, featurizer=hydra.utils.instantiate(cfg.featurizer))
     dm.setup()
     callback = hydra.utils.instantiate(cfg.callbacks.gan_validation)

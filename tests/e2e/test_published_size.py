@@ -1,7 +1,7 @@
 """The published size end to end on real footage: ``experiment=paper`` (32 frames of 64 x 64, the published network
 widths) through all four stages on real video files written here, as a folder (data=folder) and as MPII-MD lays them
-out (data=mpii); generate.py on a sentence with words the captions never used, and evaluate.py's text-video judge. A handful of batches of two clips (debug=limit): the
-path a user takes, not a trained model."""
+out (data=mpii); generate.py on a sentence with words the captions never used, and evaluate.py's text-video judge.
+A handful of batches of two clips (debug=limit): the path a user takes, not a trained model."""
 
 from __future__ import annotations
 
