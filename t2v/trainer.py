@@ -1,12 +1,17 @@
-"""What t2v adds to Lightning's Trainer (``conf/trainer/``): checkpoint files written atomically and read safely."""
+"""What t2v adds to Lightning's Trainer (``conf/trainer/``): checkpoint files written atomically and read safely, and
+side trainings (a probe, a judge) that leave the stage's random state alone."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.seed import isolate_rng
 
 from t2v.files import save_torch_atomic
 
@@ -28,3 +33,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
         where = {} if map_location is None else {"map_location": map_location}
         return super().load_checkpoint(path, weights_only=True, **where)
+
+
+# Lightning's seed_everything also leaves the seed here, where the data loaders and DistributedSampler read it.
+SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Whatever runs inside may seed and draw random numbers (a probe or a judge trained on the side): afterwards the
+    random streams (torch, numpy, random, CUDA) and Lightning's seed variables are as they were. Otherwise a stage's
+    data order would depend on whether its judge was cached, and two DDP ranks could shuffle with different seeds.
+    Also a decorator."""
+    saved = {name: os.environ.get(name) for name in SEED_VARIABLES}
+    try:
+        with isolate_rng():
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -19,16 +19,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities.seed import isolate_rng
 from rich.console import Console
 
 from t2v.cluster import launched_rank, wait_for
 from t2v.data.datamodule import ShapesDataModule
-from t2v.eval.judge import JUDGE_STAGE, TextVideoJudge, judge_dims, obtain_judge
-from t2v.eval.judge import settings_key as judge_settings_key
+from t2v.eval.judge import TextVideoJudge, judge_dims, obtain_judge
 from t2v.eval.judges import Judge, ProbeJudge, TextClipJudge
 from t2v.eval.probe import find_cached, obtain_probe, settings_key
 from t2v.models.gan import AdversarialModule
+from t2v.trainer import random_state_kept
 
 
 class GanValidation(Callback):
@@ -49,9 +48,9 @@ class GanValidation(Callback):
         missing probe or judge) before it starts the other ranks, which then find it cached; when a cluster launcher
         starts every rank at once, the others wait for rank 0's."""
         if isinstance(model, AdversarialModule):
-            # Training a missing judge seeds and draws random numbers; the stage's own stream must not depend on
-            # whether it was cached.
-            with isolate_rng():
+            # Training a missing judge (or the data's agreement filter) seeds and draws random numbers; the stage's
+            # own streams and data order must not depend on whether it was cached.
+            with random_state_kept():
                 self.judge = self.build_judge(datamodule, work_dir)
 
     def build_judge(self, datamodule: pl.LightningDataModule, work_dir: Path) -> Judge:
@@ -69,16 +68,11 @@ class GanValidation(Callback):
 
     def text_video_judge(self, datamodule: pl.LightningDataModule, work_dir: Path) -> TextVideoJudge:
         """The judge ``evaluate.py`` scores this data with (the same cache entry), trained now on the real training
-        clips if none is cached."""
-        settings, featurizer = self.judge_settings, datamodule.featurizer.identity()
-        fingerprint = datamodule.fingerprint()
-        if launched_rank() != 0:
-            key = judge_settings_key(settings, featurizer)
-            wait_for(lambda: find_cached(settings["artifacts_dir"], fingerprint, key, stage=JUDGE_STAGE),
-                     "the text-video judge")  # fmt: skip
+        clips if none is cached (by rank 0: the ranks a cluster launcher starts beside it wait for it)."""
         dims = judge_dims(datamodule.featurizer, datamodule.spec.frames, datamodule.spec.size)
-        judge, _ = obtain_judge(settings, datamodule.datasets["train"], dims, fingerprint, featurizer, work_dir,
-                                log=Console(soft_wrap=True).print, progress=False)  # fmt: skip
+        judge, _ = obtain_judge(self.judge_settings, datamodule.datasets["train"], dims, datamodule.fingerprint(),
+                                datamodule.featurizer.identity(), work_dir, log=Console(soft_wrap=True).print,
+                                progress=False)  # fmt: skip
         return judge
 
     # -- Lightning hooks ------------------------------------------------------------------------

@@ -189,14 +189,19 @@ class TextClipsDataModule(pl.LightningDataModule):
             split: WithText(clips, slots, n_words, table, contrast if split == "train" else None)
             for split, clips in splits.items()
         }
+        return slots, n_words, table
+
+    @property
+    def local_batch_size(self) -> int:
+        """This process's share of ``batch_size``, which is global. Read when the loaders are made: ``setup`` may
+        run before the trainer is attached (the GAN validation judge needs the data first), when the world size is
+        not known yet."""
         world = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world:
             raise T2VError(
                 f"data.batch_size={self.batch_size} does not divide over {world} processes; use a multiple of {world}"
             )
-        # batch_size is global: each DDP process loads its share.
-        self.local_batch_size = self.batch_size // world
-        return slots, n_words, table
+        return self.batch_size // world
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]

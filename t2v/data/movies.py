@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from rich.console import Console
 from torch.utils.data import Dataset, Subset
 
+from t2v.cluster import launched_rank
 from t2v.data.annotations import (
     SPLITS,
     ClipRecord,
@@ -219,7 +220,9 @@ class MovieDataModule(TextClipsDataModule):
         if self.datasets:
             return
         cache = self.cache
-        if not cache.exists():
+        if not cache.exists() or launched_rank() != 0:
+            # A rank srun or torchrun started beside rank 0 may get here (a GAN stage sets its data up before
+            # trainer.fit) while rank 0 decodes: the cache's writer lock makes it wait, then finds the clips there.
             self.prepare_cache(progress=False)
         index = cache.index()
         records = self.records()
@@ -271,7 +274,7 @@ class MovieDataModule(TextClipsDataModule):
         from t2v.eval.judge import agreement, judge_dims, obtain_judge
 
         dims = judge_dims(self.featurizer, self.spec.frames, self.spec.size)
-        quiet = self.trainer is not None and not self.trainer.is_global_zero
+        quiet = launched_rank() != 0 or (self.trainer is not None and not self.trainer.is_global_zero)
         log = (lambda _: None) if quiet else Console(stderr=True, soft_wrap=True).print
         fold = np.random.default_rng(self.seed).integers(0, folds, len(pairs))
         scores = np.zeros(len(pairs), dtype=np.float32)

@@ -34,8 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from t2v.cluster import launched_rank, wait_for
 from t2v.eval.probe import ImageTrunk, MotionTrunk, find_cached
 from t2v.pipeline import artifacts
+from t2v.trainer import random_state_kept
 
 JUDGE_STAGE = "judge"
 # The settings that make a different judge (and so a different cache entry).
@@ -204,6 +206,7 @@ def settings_key(settings: Mapping[str, Any], featurizer: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+@random_state_kept()
 def train_judge(
     train_set: Dataset,
     dims: Mapping[str, int],
@@ -247,9 +250,18 @@ def obtain_judge(
     progress: bool = True,
 ) -> tuple[TextVideoJudge, dict[str, Any]]:
     """The cached judge for this data (``fingerprint``), featurizer (``FastTextFeaturizer.identity``) and
-    settings, or one trained now on ``train_set`` and published as ``<settings.artifacts_dir>/judge/<id>/``."""
+    settings, or one trained now on ``train_set`` and published as ``<settings.artifacts_dir>/judge/<id>/``.
+
+    A rank that srun or torchrun started beside rank 0 waits for rank 0's judge instead of training its own (which
+    could differ, on a GPU, and so filter other pairs or score on another scale)."""
     key = settings_key(settings, featurizer)
-    folder = find_cached(settings["artifacts_dir"], fingerprint, key, stage=JUDGE_STAGE)
+
+    def cached() -> Path | None:
+        return find_cached(settings["artifacts_dir"], fingerprint, key, stage=JUDGE_STAGE)
+
+    if launched_rank() != 0:
+        wait_for(cached, "the text-video judge")
+    folder = cached()
     if folder is not None:
         manifest = artifacts.read_manifest(folder)
         log(f"  judge        cached: {folder}")

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes
 from t2v.errors import T2VError
 from t2v.pipeline import artifacts
+from t2v.trainer import random_state_kept
 
 # What a single frame shows; direction and speed need the clip.
 STATIC_ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size")
@@ -318,6 +319,7 @@ def find_cached(artifacts_dir: str | Path, fingerprint: str, key: str, stage: st
     return max(found)[1] if found else None
 
 
+@random_state_kept()
 def train_probe(
     shapes: CaptionedShapes,
     settings: Mapping[str, Any],

@@ -3,6 +3,7 @@ of movie data, built by rank 0 and loaded by the others: tests/data/test_movies.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -24,12 +25,14 @@ def test_preparing_the_judge_leaves_the_stages_random_numbers_alone(tmp_path: Pa
     monkeypatch.setattr(callback, "build_judge", train_a_probe)
     states = []
     for prepare in (False, True):
-        pl.seed_everything(42, verbose=False)
+        pl.seed_everything(42, workers=True, verbose=False)
         if prepare:
             callback.prepare(AdversarialModule(), datamodule=None, work_dir=tmp_path)
         states.append((torch.rand(2), np.random.rand(), random.random()))
     assert callback.judge == "judge"
     assert torch.equal(states[0][0], states[1][0]) and states[0][1:] == states[1][1:]
+    # The seed the data loaders and DistributedSampler read, which seed_everything also sets.
+    assert os.environ["PL_GLOBAL_SEED"] == "42" and os.environ["PL_SEED_WORKERS"] == "1"
 
 
 def test_only_a_gan_gets_a_judge(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def test_on_movie_data_the_gan_validation_judge_is_built_by_rank_0_and_loaded_by
 ) -> None:
     """callbacks.gan_validation on movie data: the text-video judge evaluate.py uses. A rank a cluster launcher
     started beside rank 0 waits for rank 0's judge instead of training its own."""
-    import t2v.callbacks.validation as validation
+    import t2v.eval.judge as judge_module
     from t2v.cluster import wait_for
 
     rows = ["path,caption,split"]
@@ -226,14 +226,14 @@ def test_on_movie_data_the_gan_validation_judge_is_built_by_rank_0_and_loaded_by
     dm = hydra.utils.instantiate(cfg.data, featurizer=hydra.utils.instantiate(cfg.featurizer))
     dm.setup()
     callback = hydra.utils.instantiate(cfg.callbacks.gan_validation)
-    monkeypatch.setattr(validation, "wait_for", lambda find, what: wait_for(find, what, timeout_s=0.05, poll_s=0.01))
-    monkeypatch.setattr(validation, "launched_rank", lambda: 1)
+    monkeypatch.setattr(judge_module, "wait_for", lambda find, what: wait_for(find, what, timeout_s=0.05, poll_s=0.01))
+    monkeypatch.setattr(judge_module, "launched_rank", lambda: 1)
     with pytest.raises(T2VError, match="for rank 0 to write the text-video judge"):
         callback.text_video_judge(dm, tmp_path / "rank1")
     assert not (tmp_path / "artifacts" / "judge").exists()  # rank 1 trained nothing
-    monkeypatch.setattr(validation, "launched_rank", lambda: 0)
+    monkeypatch.setattr(judge_module, "launched_rank", lambda: 0)
     trained = callback.text_video_judge(dm, tmp_path / "rank0")
-    monkeypatch.setattr(validation, "launched_rank", lambda: 1)
+    monkeypatch.setattr(judge_module, "launched_rank", lambda: 1)
     loaded = callback.text_video_judge(dm, tmp_path / "rank1")
     assert len(list((tmp_path / "artifacts" / "judge").glob("*/manifest.json"))) == 1
     for name, value in trained.state_dict().items():

@@ -440,3 +440,22 @@ def test_training_batches_carry_the_contrast_captions_features(tmp_path) -> None
         expected, _ = featurizer.transform([shapes.captions[i] for i in contrast.candidates[int(index)]])
         assert any(np.array_equal(features.numpy(), row) for row in expected)
     assert "contrast_text" not in next(iter(datamodule.val_dataloader()))
+
+
+def test_each_process_loads_its_share_of_the_global_batch_even_when_set_up_before_the_trainer(tmp_path) -> None:
+    """A GAN stage sets its data up before trainer.fit (its validation judge needs it), when the world size is not
+    known yet: the loaders still take each process's share, as Lightning's trainer sees the world."""
+    from types import SimpleNamespace
+
+    from t2v.data.datamodule import ShapesDataModule
+    from t2v.text.featurizer import FastTextFeaturizer
+
+    featurizer = FastTextFeaturizer(dim=8, max_words=6, epochs=1, cache_dir=str(tmp_path))
+    datamodule = ShapesDataModule(featurizer, num_clips=200, frames=4, size=16, batch_size=8)
+    datamodule.setup()
+    assert datamodule.train_dataloader().batch_size == 8
+    datamodule.trainer = SimpleNamespace(world_size=4, current_epoch=0)
+    assert datamodule.train_dataloader().batch_size == datamodule.val_dataloader().batch_size == 2
+    datamodule.trainer = SimpleNamespace(world_size=3, current_epoch=0)
+    with pytest.raises(T2VError, match="data.batch_size=8 does not divide over 3 processes; use a multiple of 3"):
+        datamodule.train_dataloader()

@@ -135,3 +135,17 @@ def test_a_judge_is_trained_once_per_data_featurizer_and_settings(data, tmp_path
         torch.testing.assert_close(again.embed_video(clips), first.embed_video(clips))
     other, fresh = obtain_judge(settings, *args, "featurizer-b", tmp_path / "run3", log=lambda _: None, progress=False)
     assert not fresh["cached"] and fresh["artifact"] != record["artifact"]
+
+
+def test_training_a_judge_leaves_the_callers_random_state_alone(data, tmp_path: Path) -> None:
+    """A judge trained on the side (for a GAN stage's validation, or the agreement filter) must not move the stage's
+    random streams, nor the seed Lightning's data loaders read."""
+    import os
+
+    import pytorch_lightning as pl
+
+    pl.seed_everything(7, workers=True, verbose=False)
+    expected = torch.rand(3)
+    pl.seed_everything(7, workers=True, verbose=False)
+    train_judge(data["train"], data["dims"], {**SETTINGS, "max_steps": 2}, tmp_path, progress=False)
+    assert torch.equal(torch.rand(3), expected) and os.environ["PL_GLOBAL_SEED"] == "7"
