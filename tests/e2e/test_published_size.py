@@ -64,6 +64,8 @@ def train_published_size(tmp_path: Path, layout: str) -> None:
     assert iio.imread(sample["gif"]).shape == PAPER
     for gan in ("stage1", "videogan"):  # validated by the text-video judge: movie clips have no labels
         assert 0.0 <= json.loads((run / gan / "metrics.json").read_text())["best"]["val/fidelity"] <= 1.0
+    (judge,) = (tmp_path / "artifacts" / "judge").glob("*/manifest.json")  # one judge, trained once for both
+    assert json.loads(judge.read_text())["dims"] == {"word_dim": 300, "max_words": 25, "frames": 32, "size": 64}
 
 
 def test_the_published_size_trains_on_an_mpii_md_copy(tmp_path: Path) -> None:
