@@ -21,11 +21,10 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from rich.console import Console
 
-from t2v.cluster import launched_rank, wait_for
 from t2v.data.datamodule import ShapesDataModule
 from t2v.eval.judge import TextVideoJudge, judge_dims, obtain_judge
 from t2v.eval.judges import Judge, ProbeJudge, TextClipJudge
-from t2v.eval.probe import find_cached, obtain_probe, settings_key
+from t2v.eval.probe import obtain_probe
 from t2v.models.gan import AdversarialModule
 from t2v.trainer import random_state_kept
 
@@ -56,13 +55,8 @@ class GanValidation(Callback):
     def build_judge(self, datamodule: pl.LightningDataModule, work_dir: Path) -> Judge:
         datamodule.setup("fit")
         if isinstance(datamodule, ShapesDataModule):
-            shapes, log = datamodule.shapes, Console(soft_wrap=True).print
-            if launched_rank() != 0 and self.probe_settings["artifact"] in (None, "auto"):
-                # srun or torchrun start every rank at once: rank 0 trains a missing probe, the others load it.
-                key = settings_key(self.probe_settings)
-                artifacts_dir = self.probe_settings["artifacts_dir"]
-                wait_for(lambda: find_cached(artifacts_dir, shapes.fingerprint(), key), "the attribute probe")
-            probe, _ = obtain_probe(self.probe_settings, shapes, work_dir, log=log, progress=False)
+            probe, _ = obtain_probe(self.probe_settings, datamodule.shapes, work_dir,
+                                    log=Console(soft_wrap=True).print, progress=False)  # fmt: skip
             return ProbeJudge(probe)
         return TextClipJudge(self.text_video_judge(datamodule, work_dir))
 

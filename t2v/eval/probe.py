@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from t2v.cluster import launched_rank, wait_for
 from t2v.data.shapes import ATTRIBUTES, CaptionedShapes
 from t2v.errors import T2VError
 from t2v.pipeline import artifacts
@@ -402,11 +403,18 @@ def obtain_probe(
     settings: Mapping[str, Any], shapes: CaptionedShapes, work_dir: Path, log: Any = print, progress: bool = True
 ) -> tuple[AttributeProbe, dict[str, Any]]:
     """The probe for ``shapes``: the pinned one (``probe.artifact``), the cached one for this data and these
-    settings, or one trained now and published to the registry as ``<probe.artifacts_dir>/probe/<id>/``."""
+    settings, or one trained now and published to the registry as ``<probe.artifacts_dir>/probe/<id>/``. A rank
+    that srun or torchrun started beside rank 0 waits for rank 0's probe instead of training its own."""
     if settings["artifact"] not in (None, "auto"):
         return pinned_probe(settings, shapes)
     fingerprint, key = shapes.fingerprint(), settings_key(settings)
-    folder = find_cached(settings["artifacts_dir"], fingerprint, key)
+
+    def cached() -> Path | None:
+        return find_cached(settings["artifacts_dir"], fingerprint, key)
+
+    if launched_rank() != 0:
+        wait_for(cached, "the attribute probe")
+    folder = cached()
     if folder is not None:
         probe, manifest = load_probe(folder)
         log(f"  probe        cached: {folder}")

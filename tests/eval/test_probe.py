@@ -64,6 +64,26 @@ def test_probe_is_cached_by_data_fingerprint_and_settings(
         assert torch.equal(prediction, expected[attribute])
 
 
+def test_a_rank_started_beside_rank_0_waits_for_its_probe_instead_of_training_one(
+    easy_shapes, trained_probe, easy_probe_settings, tmp_path: Path, monkeypatch
+) -> None:
+    """srun and torchrun start every rank at once: rank 0 trains a missing probe, the others load it."""
+    from t2v.cluster import wait_for
+    from t2v.pipeline import artifacts
+
+    settings = {**easy_probe_settings, "artifacts_dir": str(tmp_path), "artifact": "auto"}
+    monkeypatch.setattr(probes, "launched_rank", lambda: 1)
+    monkeypatch.setattr(probes, "wait_for", lambda find, what: wait_for(find, what, timeout_s=0.05, poll_s=0.01))
+    with pytest.raises(T2VError, match="for rank 0 to write the attribute probe"):
+        probes.obtain_probe(settings, easy_shapes, tmp_path / "rank1", log=lambda _: None, progress=False)
+    assert not (tmp_path / probes.PROBE_STAGE).exists()  # it trained nothing
+    manifest = {"data_fingerprint": easy_shapes.fingerprint(), "settings_key": probes.settings_key(settings),
+                "dims": {"frames": easy_shapes.frames, "size": easy_shapes.size}}  # fmt: skip
+    folder = artifacts.publish(tmp_path, probes.PROBE_STAGE, trained_probe[1]["checkpoint"], manifest)  # rank 0's
+    _, record = probes.obtain_probe(settings, easy_shapes, tmp_path / "rank1", log=lambda _: None, progress=False)
+    assert record["cached"] and record["artifact"] == str(folder)
+
+
 def test_probe_refuses_clips_of_another_size(trained_probe) -> None:
     probe, _ = trained_probe
     with pytest.raises(T2VError, match=r"reads videos of shape \(B, 3, 4, 16, 16\)"):
